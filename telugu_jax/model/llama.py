@@ -1,0 +1,236 @@
+"""LLaMA in Flax Linen: RMSNorm, RoPE, SwiGLU, grouped-query attention, optional tied embeddings.
+
+Parameter names follow Hugging Face (`q_proj`, `gate_proj`, `input_layernorm`, ...), so the checkpoint
+key map is a transpose away from the identity. LoRA adapters (see `lora.py`) live in the `lora`
+collection.
+
+Packing: `segment_ids` say which example each token belongs to (0 = padding); a token attends only
+to earlier tokens of its own segment, and `positions` restart at every segment, so packed examples
+never see each other.
+
+Shape legend: B batch, T query length, S key length, N query heads, K kv heads, H head dim,
+D model dim, F mlp dim, V vocab.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from telugu_jax.model.cache import KVCache
+from telugu_jax.model.config import LlamaConfig
+from telugu_jax.model.lora import LoraConfig, LoraDense
+
+
+# ---- small pure functions ------------------------------------------------------------------------
+
+def rope_frequencies(config: LlamaConfig) -> jax.Array:
+  """Inverse frequencies [H/2] float32, with llama3-style scaling when configured (as HF computes it)."""
+  h = config.head_dim
+  inv_freq = 1.0 / (config.rope_theta ** (jnp.arange(0, h, 2, dtype=jnp.float32) / h))
+  s = config.rope_scaling
+  if s is None:
+    return inv_freq
+  low_wavelen = s.original_max_position_embeddings / s.low_freq_factor
+  high_wavelen = s.original_max_position_embeddings / s.high_freq_factor
+  wavelen = 2 * math.pi / inv_freq
+  scaled = jnp.where(wavelen > low_wavelen, inv_freq / s.factor, inv_freq)
+  smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor) / (
+      s.high_freq_factor - s.low_freq_factor)
+  smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled
+  medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+  return jnp.where(medium, smoothed, scaled)
+
+
+def rope_tables(config: LlamaConfig, positions_bt: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """cos, sin: [B, T, H] float32, halves repeated (HF's rotate-half convention)."""
+  freqs = positions_bt.astype(jnp.float32)[..., None] * rope_frequencies(config)  # [B, T, H/2]
+  emb = jnp.concatenate([freqs, freqs], axis=-1)
+  return jnp.cos(emb), jnp.sin(emb)
+
+
+def apply_rope(x_btnh: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+  x = x_btnh.astype(jnp.float32)
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  rotated = jnp.concatenate([-x2, x1], axis=-1)
+  out = x * cos[:, :, None, :] + rotated * sin[:, :, None, :]
+  return out.astype(x_btnh.dtype)
+
+
+def positions_from_segments(segment_ids_bt: jax.Array) -> jax.Array:
+  """Positions that restart at 0 wherever the segment id changes along a row."""
+  t = segment_ids_bt.shape[1]
+  idx = jnp.arange(t)[None, :]
+  starts = jnp.concatenate(
+      [jnp.ones_like(segment_ids_bt[:, :1], bool), segment_ids_bt[:, 1:] != segment_ids_bt[:, :-1]], axis=1)
+  first = jax.lax.cummax(jnp.where(starts, idx, 0), axis=1)
+  return (idx - first).astype(jnp.int32)
+
+
+def attention_mask(q_seg_bt, k_seg_bs, q_slot_t, k_slot_s) -> jax.Array:
+  """[B, 1, T, S] bool: causal by slot, and only within the same segment."""
+  causal = k_slot_s[None, :] <= q_slot_t[:, None]                     # [T, S]
+  same = q_seg_bt[:, :, None] == k_seg_bs[:, None, :]                 # [B, T, S]
+  return (same & causal[None])[:, None]
+
+
+# ---- modules -------------------------------------------------------------------------------------
+
+class RMSNorm(nn.Module):
+  eps: float = 1e-5
+  dtype: jnp.dtype = jnp.float32
+  param_dtype: jnp.dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+    xf = x.astype(jnp.float32)
+    xf = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + self.eps)
+    # HF casts the normalised activations back before the weight multiply; keep the same order.
+    return scale.astype(self.dtype) * xf.astype(self.dtype)
+
+
+class Attention(nn.Module):
+  config: LlamaConfig
+  lora: LoraConfig | None = None
+  lora_enabled: bool = True
+  deterministic: bool = True
+
+  def _proj(self, name, features):
+    c = self.config
+    lora = self.lora if self.lora is not None and name in self.lora.targets else None
+    return LoraDense(features, lora=lora, lora_enabled=self.lora_enabled, deterministic=self.deterministic,
+                     dtype=c.compute_dtype, param_dtype=c.weight_dtype, name=name)
+
+  @nn.compact
+  def __call__(self, x_btd, cos, sin, q_seg, k_seg, q_slot, k_slot, kv_cache=None):
+    c = self.config
+    b, t, _ = x_btd.shape
+    q = self._proj("q_proj", c.n_heads * c.head_dim)(x_btd).reshape(b, t, c.n_heads, c.head_dim)
+    k = self._proj("k_proj", c.n_kv_heads * c.head_dim)(x_btd).reshape(b, t, c.n_kv_heads, c.head_dim)
+    v = self._proj("v_proj", c.n_kv_heads * c.head_dim)(x_btd).reshape(b, t, c.n_kv_heads, c.head_dim)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    if kv_cache is not None:
+      cache_k, cache_v, index = kv_cache
+      k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, index, 0, 0))
+      v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, index, 0, 0))
+      kv_cache = (k, v)
+    mask = attention_mask(q_seg, k_seg, q_slot, k_slot)
+    # K/V keep their K heads: dot_product_attention groups query heads contiguously (head n uses
+    # kv head n // (N/K)), the same grouping as HF's repeat_kv. Logits and softmax run in float32.
+    out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
+                                       scale=c.head_dim ** -0.5)
+    out = out.reshape(b, t, c.n_heads * c.head_dim)
+    return self._proj("o_proj", c.d_model)(out), kv_cache
+
+
+class MLP(nn.Module):
+  config: LlamaConfig
+  lora: LoraConfig | None = None
+  lora_enabled: bool = True
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x_btd):
+    c = self.config
+
+    def proj(name, features):
+      lora = self.lora if self.lora is not None and name in self.lora.targets else None
+      return LoraDense(features, lora=lora, lora_enabled=self.lora_enabled,
+                       deterministic=self.deterministic, dtype=c.compute_dtype,
+                       param_dtype=c.weight_dtype, name=name)
+
+    h_btf = nn.silu(proj("gate_proj", c.ffn_dim)(x_btd)) * proj("up_proj", c.ffn_dim)(x_btd)
+    return proj("down_proj", c.d_model)(h_btf)
+
+
+class DecoderLayer(nn.Module):
+  config: LlamaConfig
+  lora: LoraConfig | None = None
+  lora_enabled: bool = True
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x_btd, cos, sin, q_seg, k_seg, q_slot, k_slot, kv_cache=None):
+    c = self.config
+    kw = dict(config=c, lora=self.lora, lora_enabled=self.lora_enabled, deterministic=self.deterministic)
+    norm = dict(eps=c.rms_eps, dtype=c.compute_dtype, param_dtype=c.weight_dtype)
+    h, kv_cache = Attention(**kw, name="self_attn")(
+        RMSNorm(**norm, name="input_layernorm")(x_btd), cos, sin, q_seg, k_seg, q_slot, k_slot, kv_cache)
+    x_btd = x_btd + h
+    x_btd = x_btd + MLP(**kw, name="mlp")(RMSNorm(**norm, name="post_attention_layernorm")(x_btd))
+    return x_btd, kv_cache
+
+
+class Llama(nn.Module):
+  """The causal LM. `lora=None` builds the plain base model (no `lora` collection)."""
+
+  config: LlamaConfig
+  lora: LoraConfig | None = None
+  lora_enabled: bool = True
+
+  @nn.compact
+  def __call__(self, tokens_bt: jax.Array, positions: jax.Array | None = None,
+               segment_ids: jax.Array | None = None, cache: KVCache | None = None,
+               deterministic: bool = True, return_hidden: bool = False):
+    """Returns logits [B, T, V] float32 (or final hidden states [B, T, D] with `return_hidden`);
+    with a `cache`, returns `(logits, new_cache)`.
+
+    Args:
+      tokens_bt: int token ids [B, T].
+      positions: [B, T] RoPE positions; default: restart at every segment (0..T-1 without packing).
+      segment_ids: [B, T] int; tokens attend only within their segment; 0 marks padding.
+      cache: a KVCache; the new tokens are written at `cache.index` and attend to all earlier slots.
+      deterministic: False enables LoRA dropout (needs a "dropout" rng).
+    """
+    c = self.config
+    b, t = tokens_bt.shape
+    if segment_ids is None:
+      segment_ids = jnp.ones((b, t), jnp.int32)
+    if positions is None:
+      positions = positions_from_segments(segment_ids)
+    embed = nn.Embed(c.vocab_size, c.d_model, embedding_init=nn.initializers.normal(0.02),
+                     dtype=c.compute_dtype, param_dtype=c.weight_dtype, name="embed_tokens")
+    x = embed(tokens_bt)
+    cos, sin = rope_tables(c, positions)
+
+    q_seg = segment_ids
+    if cache is None:
+      k_seg, q_slot = segment_ids, jnp.arange(t)
+      k_slot = q_slot
+    else:
+      k_seg = jax.lax.dynamic_update_slice(cache.segment_ids, segment_ids.astype(jnp.int32), (0, cache.index))
+      q_slot = cache.index + jnp.arange(t)
+      k_slot = jnp.arange(cache.size)
+
+    layer_cls = nn.remat(DecoderLayer) if c.remat else DecoderLayer
+    new_k, new_v = [], []
+    for i in range(c.n_layers):
+      layer_cache = None if cache is None else (cache.keys[i], cache.values[i], cache.index)
+      x, layer_cache = layer_cls(c, lora=self.lora, lora_enabled=self.lora_enabled,
+                                 deterministic=deterministic, name=f"layers_{i}")(
+          x, cos, sin, q_seg, k_seg, q_slot, k_slot, layer_cache)
+      if cache is not None:
+        new_k.append(layer_cache[0])
+        new_v.append(layer_cache[1])
+
+    x = RMSNorm(c.rms_eps, c.compute_dtype, c.weight_dtype, name="norm")(x)
+    if return_hidden:
+      out = x
+    elif c.tie_embeddings:
+      out = jnp.dot(x, embed.embedding.T.astype(c.compute_dtype), preferred_element_type=jnp.float32)
+    else:
+      kernel = self.param("lm_head", nn.initializers.normal(0.02), (c.d_model, c.vocab_size), c.weight_dtype)
+      out = jnp.dot(x, kernel.astype(c.compute_dtype), preferred_element_type=jnp.float32)
+    if cache is None:
+      return out
+    new_cache = KVCache(keys=tuple(new_k), values=tuple(new_v), segment_ids=k_seg, index=cache.index + t)
+    return out, new_cache
+
+  def init_variables(self, rng: jax.Array, seq_len: int = 8) -> dict:
+    """Initialise all collections (params, and lora when configured) with a dummy batch."""
+    p_rng, d_rng = jax.random.split(rng)
+    return self.init({"params": p_rng, "dropout": d_rng}, jnp.zeros((1, seq_len), jnp.int32))
