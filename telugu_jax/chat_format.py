@@ -1,0 +1,226 @@
+"""The chat format: conversation -> (ids, loss_mask) for training, and the prompt for inference.
+
+    <bos>user: {u1}\\nassistant: {a1}\\nuser: {u2}\\nassistant: {a2}<eos>
+
+This is the one place the template lives. The loss covers each assistant response *and the token that
+ends it* (the `\\n` before the next `user:`, or `<eos>`), so the model learns to stop; everything else
+is masked.
+
+What training sees must be what inference sees. Encoding pieces separately and concatenating gives
+other ids than encoding the whole text (sentencepiece adds a dummy prefix per call, BPE merges differ
+at the seams). So the text is rendered once and encoded once, and the mask is taken from token
+offsets: a token is a loss token when it *starts* inside an assistant span. The space after
+`assistant:` belongs to the response, so the inference prompt (`...assistant:`) ends on a token
+boundary and its ids are a prefix of the training ids; `encode` checks that boundary every time.
+
+A line inside content that starts with a role marker would forge a turn (`...\\nassistant: yes`);
+such conversations are rejected (`ForgedRoleMarkerError`); a server neutralises them instead
+(`neutralise_markers`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from telugu_jax.data.records import Conversation, Turn
+from telugu_jax.tokenizer import Tokenizer, TokenizerError
+
+
+class ChatFormatError(ValueError):
+  """A conversation that cannot become a training example; `reason` is a short code for rejected.jsonl."""
+
+  reason = "chat_format"
+
+
+class ForgedRoleMarkerError(ChatFormatError):
+  reason = "forged_role_marker"
+
+
+class EmptyLossMaskError(ChatFormatError):
+  reason = "empty_loss_mask"
+
+
+class TooLongError(ChatFormatError):
+  reason = "too_long"
+
+
+class BadTurnsError(ChatFormatError):
+  reason = "bad_turns"
+
+
+class BoundaryMergeError(ChatFormatError):
+  reason = "boundary_merge"
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatTemplate:
+  """Markers and separators. Another base model with other markers needs a new instance, no code."""
+
+  user: str = "user:"
+  assistant: str = "assistant:"
+  sep: str = " "         # between a marker and its content; on the assistant side it belongs to the response
+  turn_sep: str = "\n"   # between turns; after an assistant turn it is that turn's end token
+
+  def marker(self, role: str) -> str:
+    return {"user": self.user, "assistant": self.assistant}[role]
+
+  @property
+  def stop_strings(self) -> tuple[str, ...]:
+    return (self.turn_sep + self.user,)
+
+  def forged_marker(self, content: str) -> str | None:
+    """The marker that some line of `content` starts with (ignoring leading spaces and case), if any."""
+    for line in content.split(self.turn_sep):
+      s = line.lstrip().casefold()
+      for m in (self.user, self.assistant):
+        if s.startswith(m.casefold()):
+          return m
+    return None
+
+
+DEFAULT_TEMPLATE = ChatTemplate()
+
+
+@dataclasses.dataclass(frozen=True)
+class Encoded:
+  ids: np.ndarray         # [L] int32: bos, rendered text, eos
+  loss_mask: np.ndarray   # [L] int32: 1 where ids[i] is a target (predicted from ids[:i])
+  dropped_turns: int = 0  # oldest turns removed to fit max_len
+
+  @property
+  def num_loss_tokens(self) -> int:
+    return int(self.loss_mask.sum())
+
+
+def _as_turns(conv: Conversation | Sequence[Turn | Mapping]) -> list[Turn]:
+  turns = conv.turns if isinstance(conv, Conversation) else conv
+  return [t if isinstance(t, Turn) else Turn(t["role"], t["content"]) for t in turns]
+
+
+def neutralise_markers(content: str, template: ChatTemplate = DEFAULT_TEMPLATE) -> str:
+  """Break role markers at line starts (`user:` -> `user :`) so content cannot open a turn."""
+  out = []
+  for line in content.split(template.turn_sep):
+    for m in (template.user, template.assistant):
+      stripped = line.lstrip()
+      if stripped.casefold().startswith(m.casefold()):
+        lead = line[: len(line) - len(stripped)]
+        line = lead + stripped[: len(m) - 1] + " " + stripped[len(m) - 1:]
+    out.append(line)
+  return template.turn_sep.join(out)
+
+
+class ChatFormat:
+  """Binds a template to a tokenizer and checks, once, that the pair can round-trip."""
+
+  def __init__(self, tokenizer: Tokenizer, template: ChatTemplate = DEFAULT_TEMPLATE):
+    self.tokenizer, self.template = tokenizer, template
+    probe = self.render([Turn("user", "నమస్కారం\u200cఅండీ 12"), Turn("assistant", "సరే.\nఇదిగో")])[0]
+    if tokenizer.decode(tokenizer.encode(probe)) != probe:
+      raise TokenizerError(
+          "this tokenizer cannot round-trip the chat template (markers, '\\n' and ZWNJ): "
+          f"{probe!r} decodes as {tokenizer.decode(tokenizer.encode(probe))!r}. Use a tokenizer with identity "
+          "normalisation and byte fallback (telugu_jax.tokenizer.train_sentencepiece), or pass a ChatTemplate "
+          "whose markers and separators it keeps.")
+
+  # ---- text -------------------------------------------------------------------------------------
+  def render(self, turns: Sequence[Turn]) -> tuple[str, list[tuple[int, int]]]:
+    """The text of the turns, and the [start, end) character spans counted in the loss."""
+    t = self.template
+    parts, spans, pos = [], [], 0
+    for i, turn in enumerate(turns):
+      if i:
+        parts.append(t.turn_sep)
+        pos += len(t.turn_sep)
+      marker = t.marker(turn.role)
+      piece = marker + t.sep + turn.content
+      if turn.role == "assistant":
+        start = pos + len(marker)                      # the space after the marker is the response's
+        end = pos + len(piece) + (len(t.turn_sep) if i + 1 < len(turns) else 0)
+        spans.append((start, end))
+      parts.append(piece)
+      pos += len(piece)
+    return "".join(parts), spans
+
+  def prompt_text(self, turns: Sequence[Turn]) -> str:
+    """History ending with a user turn, followed by the assistant marker the model continues from."""
+    text, _ = self.render(turns)
+    return text + self.template.turn_sep + self.template.assistant
+
+  # ---- validation -------------------------------------------------------------------------------
+  def check_turns(self, turns: Sequence[Turn], *, for_prompt: bool = False) -> None:
+    if not turns:
+      raise BadTurnsError("conversation has no turns")
+    for i, turn in enumerate(turns):
+      expected = "user" if i % 2 == 0 else "assistant"
+      if turn.role != expected:
+        raise BadTurnsError(f"turn {i} is {turn.role!r}, expected {expected!r} (turns alternate, user first)")
+      if not turn.content.strip():
+        raise BadTurnsError(f"turn {i} ({turn.role}) is empty")
+      if m := self.template.forged_marker(turn.content):
+        raise ForgedRoleMarkerError(f"turn {i} ({turn.role}) has a line starting with the role marker {m!r}")
+    if for_prompt and turns[-1].role != "user":
+      raise BadTurnsError("a prompt must end with a user turn")
+    if not for_prompt and turns[-1].role != "assistant":
+      if len(turns) == 1:
+        raise EmptyLossMaskError("conversation has no assistant turn: its loss mask would be all zeros")
+      raise BadTurnsError("conversation ends with a user turn that has no answer")
+
+  # ---- ids --------------------------------------------------------------------------------------
+  def _encode_once(self, turns: Sequence[Turn]) -> Encoded:
+    text, spans = self.render(turns)
+    ids, starts = self.tokenizer.encode_with_offsets(text)
+    starts_set = set(starts)
+    mask = np.zeros(len(ids) + 2, np.int32)
+    for s, e in spans:
+      if s not in starts_set:
+        raise BoundaryMergeError(
+            f"the tokenizer merges across the prompt/response boundary at character {s} "
+            f"({text[max(0, s - 12):s]!r}|{text[s:s + 12]!r}); prompt ids would not be a prefix of training ids")
+      for j, st in enumerate(starts):
+        if s <= st < e:
+          mask[j + 1] = 1
+    mask[-1] = 1  # eos ends the last assistant response
+    all_ids = np.array([self.tokenizer.bos_id, *ids, self.tokenizer.eos_id], np.int32)
+    return Encoded(all_ids, mask)
+
+  def encode(self, conv: Conversation | Sequence[Turn | Mapping], max_len: int | None = None) -> Encoded:
+    """Training ids and loss mask. Over `max_len`, whole oldest (user, assistant) pairs are dropped
+    (never a cut inside a response); if the last pair alone is too long, `TooLongError`."""
+    turns = _as_turns(conv)
+    self.check_turns(turns)
+    dropped = 0
+    while True:
+      enc = self._encode_once(turns)
+      if max_len is None or len(enc.ids) <= max_len:
+        break
+      if len(turns) <= 2:
+        raise TooLongError(f"{len(enc.ids)} tokens with only the last exchange left; max_len is {max_len}")
+      turns, dropped = turns[2:], dropped + 2
+    if enc.num_loss_tokens == 0:
+      raise EmptyLossMaskError("no token falls inside an assistant response")
+    return dataclasses.replace(enc, dropped_turns=dropped)
+
+  def encode_prompt(self, conv: Conversation | Sequence[Turn | Mapping]) -> np.ndarray:
+    """Inference ids: bos + the history + the assistant marker (no eos)."""
+    turns = _as_turns(conv)
+    self.check_turns(turns, for_prompt=True)
+    return np.array([self.tokenizer.bos_id, *self.tokenizer.encode(self.prompt_text(turns))], np.int32)
+
+  def decode(self, ids: Sequence[int]) -> list[Turn]:
+    """Turns back from ids (special tokens dropped): the inverse of `encode` for valid conversations."""
+    text = self.tokenizer.decode(ids)
+    t = self.template
+    pattern = "(^|" + re.escape(t.turn_sep) + ")(" + re.escape(t.user) + "|" + re.escape(t.assistant) + ")"
+    pieces = re.split(pattern, text)
+    turns = []
+    # re.split with 2 groups gives [head, sep, marker, body, sep, marker, body, ...]
+    for k in range(1, len(pieces) - 2, 3):
+      role = "user" if pieces[k + 1] == t.user else "assistant"
+      body = pieces[k + 2]
+      turns.append(Turn(role, body[len(t.sep):] if body.startswith(t.sep) else body))
+    return turns
