@@ -3,8 +3,15 @@
 import numpy as np
 import pytest
 
-from telugu_jax.chat_format import (BadTurnsError, ChatFormat, ChatTemplate, EmptyLossMaskError,
-                                    ForgedRoleMarkerError, TooLongError, neutralise_markers)
+from telugu_jax.chat_format import (
+  BadTurnsError,
+  ChatFormat,
+  ChatTemplate,
+  EmptyLossMaskError,
+  ForgedRoleMarkerError,
+  TooLongError,
+  neutralise_markers,
+)
 from telugu_jax.data.records import Conversation, Turn
 from telugu_jax.tokenizer import TokenizerError
 

@@ -5,8 +5,7 @@ import io
 import pytest
 import sentencepiece as spm
 
-from telugu_jax.tokenizer import (HFTokenizer, SentencePieceTokenizer, TokenizerError, check_vocab,
-                                  load_tokenizer)
+from telugu_jax.tokenizer import HFTokenizer, SentencePieceTokenizer, TokenizerError, check_vocab, load_tokenizer
 from tests.conftest import TELUGU_SENTENCES
 
 TEXT = "తెలుగు భాష చాలా మధురమైన భాష.\nకంప్యూటర్‌లో  రెండు\tఖాళీలు, 2024 సంవత్సరం!"

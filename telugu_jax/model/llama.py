@@ -24,7 +24,6 @@ from telugu_jax.model.cache import KVCache
 from telugu_jax.model.config import LlamaConfig
 from telugu_jax.model.lora import LoraConfig, LoraDense
 
-
 # ---- small pure functions ------------------------------------------------------------------------
 
 def rope_frequencies(config: LlamaConfig) -> jax.Array:

@@ -25,7 +25,8 @@ def _with_lora(variables, model, seed=0):
 def _randomise_lora(lora, seed=1, std=0.2):
   leaves, tree = jax.tree_util.tree_flatten(lora)
   keys = jax.random.split(jax.random.key(seed), len(leaves))
-  return jax.tree_util.tree_unflatten(tree, [std * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+  new = [std * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
+  return jax.tree_util.tree_unflatten(tree, new)
 
 
 def test_fresh_adapter_is_bit_identical_to_base():
