@@ -1,0 +1,379 @@
+"""Text generation: one prefill over left-padded prompts, then a jitted decode loop over a fixed-size KV cache.
+
+    gen = Generator.from_loaded(load_model("runs/demo/sft"))
+    [out] = gen.generate([prompt_ids], SamplingConfig(temperature=0.7, top_p=0.9), stop_strings=("\\nuser:",))
+
+Everything from the prefill to the last token is one `jax.jit` function; the decode loop is a
+`lax.while_loop`, so a whole generation is one device program, compiled once per (batch, prompt bucket,
+max_new_tokens, sampling mode) and never per token. Prompts of different lengths are left-padded to a
+bucket (a multiple of `prompt_bucket`, so a chat's growing history does not recompile every turn); the
+pads carry segment id 0, real tokens get positions from 0, so a row's result does not depend on its
+neighbours. The cache has `bucket + max_new_tokens` slots.
+
+Stop strings are text, and the ids that spell them vary with context (`\\n`,`us`,`er`,`:` or a merged
+piece), so they are checked on the host, on the decoded text, through an ordered `io_callback` in the
+loop body; the same callback streams text. It runs only when stop strings or streaming are asked for;
+without them (benchmarks) the loop never leaves the device. Streaming holds back text that could still
+turn into a stop string, and an incomplete UTF-8 byte sequence, so what is streamed always equals the
+final text.
+
+Sampling follows Hugging Face's order: repetition penalty on the raw logits, then temperature, top-k,
+top-p. `temperature=0` is greedy.
+
+LoRA: `merge_lora=True` (default) folds the adapter into the base weights once, so decoding costs the
+same as the base; `merge_lora=False` applies it on the fly, so adapters of the same shapes can be
+swapped in `generator.variables["lora"]` without recompiling.
+
+Shape legend: B batch, T prompt bucket, S cache slots, N new tokens, V vocab.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import io_callback
+
+from telugu_jax.model.cache import KVCache
+from telugu_jax.model.config import LlamaConfig
+from telugu_jax.model.llama import Llama
+from telugu_jax.model.lora import LoraConfig, merge_lora
+
+StreamFn = Callable[[int, str], None]  # (row, new text)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+  max_new_tokens: int = 256
+  temperature: float = 0.0        # 0 = greedy
+  top_k: int = 0                  # 0 = off
+  top_p: float = 1.0              # 1 = off
+  repetition_penalty: float = 1.0  # 1 = off; HF/CTRL rule: a seen token's logit is divided (>0) or multiplied (<0)
+  seed: int = 0
+
+  def __post_init__(self):
+    checks = [(self.max_new_tokens >= 1, "max_new_tokens must be >= 1"),
+              (self.temperature >= 0, "temperature must be >= 0 (0 = greedy)"),
+              (self.top_k >= 0, "top_k must be >= 0 (0 = off)"),
+              (0 < self.top_p <= 1, "top_p must be in (0, 1] (1 = off)"),
+              (self.repetition_penalty > 0, "repetition_penalty must be > 0 (1 = off)")]
+    for ok, message in checks:
+      if not ok:
+        raise ValueError(f"{message}; got {self}")
+
+  @property
+  def greedy(self) -> bool:
+    return self.temperature == 0
+
+
+@dataclasses.dataclass
+class Generation:
+  ids: list[int]        # new tokens, through the eos or the token that completed a stop string
+  text: str             # decoded new tokens without eos, cut before the first stop string ("" without a tokenizer)
+  finish_reason: str    # "eos", "stop" (a stop string) or "length" (max_new_tokens)
+  step_logits: np.ndarray | None = None  # [len(ids), V] float32 raw logits of each step, when asked for
+
+
+# ---- sampling (pure) ---------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class _Mode:
+  """What is compiled in: switching these recompiles, changing their values does not."""
+
+  greedy: bool
+  top_k: bool
+  top_p: bool
+  repetition: bool
+
+
+def _mode(s: SamplingConfig) -> _Mode:
+  return _Mode(greedy=s.greedy, top_k=not s.greedy and s.top_k > 0, top_p=not s.greedy and s.top_p < 1.0,
+               repetition=s.repetition_penalty != 1.0)
+
+
+def sampling_knobs(s: SamplingConfig) -> dict:
+  """The sampling values as traced scalars (changing them does not recompile)."""
+  return {"temperature": jnp.float32(max(s.temperature, 1e-6)), "top_k": jnp.int32(s.top_k),
+          "top_p": jnp.float32(s.top_p), "repetition_penalty": jnp.float32(s.repetition_penalty)}
+
+
+def process_logits(logits_bv: jax.Array, seen_bv: jax.Array | None, knobs: dict, mode: _Mode) -> jax.Array:
+  """Logits [B, V] float32 -> what is sampled from: repetition penalty, then (unless greedy) temperature,
+  top-k and top-p, filtered entries set to -inf."""
+  logits = logits_bv.astype(jnp.float32)
+  if mode.repetition:
+    p = knobs["repetition_penalty"]
+    logits = jnp.where(seen_bv, jnp.where(logits < 0, logits * p, logits / p), logits)
+  if mode.greedy:
+    return logits
+  logits = logits / knobs["temperature"]
+  if mode.top_k or mode.top_p:
+    # One descending sort serves both filters; thresholds are values, so ties at the cut are kept (as HF).
+    sorted_desc = -jnp.sort(-logits, axis=-1)
+    if mode.top_k:
+      k = jnp.clip(knobs["top_k"], 1, logits.shape[-1])
+      kth = jnp.take_along_axis(sorted_desc, jnp.broadcast_to(k - 1, (logits.shape[0], 1)), axis=-1)
+      logits = jnp.where(logits < kth, -jnp.inf, logits)
+      sorted_desc = jnp.where(sorted_desc < kth, -jnp.inf, sorted_desc)
+    if mode.top_p:
+      probs = jax.nn.softmax(sorted_desc, axis=-1)
+      before = jnp.cumsum(probs, axis=-1) - probs           # mass of the tokens ranked above each one
+      n_keep = jnp.maximum(jnp.sum(before < knobs["top_p"], axis=-1, keepdims=True), 1)
+      cut = jnp.take_along_axis(sorted_desc, n_keep - 1, axis=-1)
+      logits = jnp.where(logits < cut, -jnp.inf, logits)
+  return logits
+
+
+def sample_next(logits_bv: jax.Array, rng: jax.Array, seen_bv: jax.Array | None, knobs: dict, mode: _Mode) -> jax.Array:
+  """Next token ids [B] int32 from logits [B, V] float32 (already masked past the tokenizer's vocab)."""
+  logits = process_logits(logits_bv, seen_bv, knobs, mode)
+  if mode.greedy:
+    return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def lm_head(config: LlamaConfig, params: dict, hidden_bd: jax.Array) -> jax.Array:
+  """Logits [B, V] float32 from final hidden states [B, D], as `Llama` computes them. The prefill needs
+  logits at one position only; the full [B, T, V] tensor would be GBs for a 32K vocabulary."""
+  if config.tie_embeddings:
+    kernel = params["embed_tokens"]["embedding"].T
+  else:
+    kernel = params["lm_head"]
+  return jnp.dot(hidden_bd, kernel.astype(config.compute_dtype), preferred_element_type=jnp.float32)
+
+
+# ---- host side: stop strings and streaming -------------------------------------------------------------
+
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
+  """`text` before the earliest stop string, and whether one was found."""
+  hits = [i for i in (text.find(s) for s in stop_strings if s) if i >= 0]
+  return (text[:min(hits)], True) if hits else (text, False)
+
+
+def _holdback(text: str, stop_strings: Sequence[str]) -> int:
+  """How many trailing characters of `text` may not be streamed yet: a partial stop string, or an
+  incomplete UTF-8 sequence (decoded as U+FFFD until its last byte arrives)."""
+  n = 0
+  for s in stop_strings:
+    for k in range(min(len(s) - 1, len(text)), n, -1):
+      if text.endswith(s[:k]):
+        n = k
+        break
+  stripped = text.rstrip("\ufffd")
+  return max(n, len(text) - len(stripped))
+
+
+class _HostRows:
+  """Per-row state the decode loop reports to: token ids so far, text streamed so far, stops."""
+
+  def __init__(self, tokenizer, batch: int, n_real: int, eos_id: int | None, stop_strings: Sequence[str],
+               stream: StreamFn | None, max_new_tokens: int):
+    self.tokenizer, self.eos_id, self.stops, self.stream = tokenizer, eos_id, tuple(stop_strings), stream
+    self.n_real, self.max_new = n_real, max_new_tokens
+    self.ids: list[list[int]] = [[] for _ in range(batch)]
+    self.streamed = [0] * batch
+    self.finished = [False] * batch
+
+  def __call__(self, tok_b: np.ndarray, step: np.ndarray, done_b: np.ndarray) -> np.ndarray:
+    stop = np.zeros(len(self.ids), bool)
+    last_step = int(step) == self.max_new - 1
+    for r in range(self.n_real):
+      if done_b[r] or self.finished[r]:
+        continue
+      tok = int(tok_b[r])
+      self.ids[r].append(tok)
+      is_eos = tok == self.eos_id
+      text, hit = cut_at_stop(self.tokenizer.decode([i for i in self.ids[r] if i != self.eos_id]), self.stops)
+      final = hit or is_eos or last_step
+      stop[r] = hit
+      self.finished[r] = final
+      if self.stream is not None:
+        end = len(text) if final else len(text) - _holdback(text, self.stops)
+        if end > self.streamed[r]:
+          self.stream(r, text[self.streamed[r]:end])
+          self.streamed[r] = end
+    return stop
+
+
+# io_callback targets must be fixed at trace time, so the jitted loop calls one dispatcher with the
+# handler's id as an operand: each generate() call registers its own _HostRows without recompiling.
+_HANDLERS: dict[int, _HostRows] = {}
+_HANDLER_IDS = itertools.count(1)
+_HANDLER_LOCK = threading.Lock()
+
+
+def _dispatch(handler_id, tok_b, step, done_b):
+  return _HANDLERS[int(handler_id)](np.asarray(tok_b), np.asarray(step), np.asarray(done_b))
+
+
+# ---- the jitted program --------------------------------------------------------------------------------
+
+@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "mode", "vocab_limit", "eos_id", "pad_id",
+                                             "use_host", "keep_logits"))
+def _generate_device(variables, tokens_bt, lengths_b, rng, knobs, handler_id, *, model: Llama, max_new_tokens: int,
+                     mode: _Mode, vocab_limit: int, eos_id: int, pad_id: int, use_host: bool, keep_logits: bool):
+  """Prefill + decode loop. Returns new tokens [B, N], their count per row [B] (through the terminator),
+  and, with `keep_logits`, raw logits [B, N, V]."""
+  config = model.config
+  b, t = tokens_bt.shape
+  vocab = config.vocab_size
+  pad_b = t - lengths_b
+  slot_t = jnp.arange(t)
+  segment_ids = (slot_t[None, :] >= pad_b[:, None]).astype(jnp.int32)
+  positions = jnp.maximum(slot_t[None, :] - pad_b[:, None], 0)
+  cache = KVCache.create(config, b, t + max_new_tokens)
+  hidden, cache = model.apply(variables, tokens_bt, positions=positions, segment_ids=segment_ids, cache=cache,
+                              return_hidden=True)
+  if vocab_limit < vocab:  # ids the tokenizer cannot decode (padded embedding rows) are never sampled
+    valid_v = jnp.arange(vocab) < vocab_limit
+  else:
+    valid_v = None
+
+  def masked(logits_bv):
+    return logits_bv if valid_v is None else jnp.where(valid_v, logits_bv, -jnp.inf)
+
+  logits = lm_head(config, variables["params"], hidden[:, -1])
+  seen = None
+  if mode.repetition:
+    seen = jnp.zeros((b, vocab), bool).at[jnp.arange(b)[:, None], tokens_bt].max(segment_ids > 0)
+  state = dict(step=jnp.zeros((), jnp.int32), logits=logits, cache=cache, seen=seen,
+               done=jnp.zeros((b,), bool), count=jnp.zeros((b,), jnp.int32),
+               out=jnp.full((b, max_new_tokens), pad_id, jnp.int32),
+               hist=jnp.zeros((b, max_new_tokens, vocab), jnp.float32) if keep_logits else None)
+
+  def cond(s):
+    return (s["step"] < max_new_tokens) & ~jnp.all(s["done"])
+
+  def body(s):
+    step = s["step"]
+    tok = sample_next(masked(s["logits"]), jax.random.fold_in(rng, step), s["seen"], knobs, mode)
+    tok = jnp.where(s["done"], pad_id, tok)
+    new = dict(s)
+    new["out"] = jax.lax.dynamic_update_slice(s["out"], tok[:, None], (0, step))
+    if keep_logits:
+      new["hist"] = jax.lax.dynamic_update_slice(s["hist"], s["logits"][:, None], (0, step, 0))
+    new["count"] = jnp.where(s["done"], s["count"], step + 1)
+    done = s["done"] | (tok == eos_id) if eos_id >= 0 else s["done"]
+    if use_host:
+      done = done | io_callback(_dispatch, jax.ShapeDtypeStruct((b,), jnp.bool_), handler_id, tok, step, s["done"],
+                                ordered=True)
+    new["done"] = done
+    if mode.repetition:
+      new["seen"] = s["seen"].at[jnp.arange(b), tok].set(True)
+    logits, new["cache"] = model.apply(variables, tok[:, None], positions=(lengths_b + step)[:, None],
+                                       segment_ids=jnp.ones((b, 1), jnp.int32), cache=s["cache"])
+    new["logits"] = logits[:, 0]
+    new["step"] = step + 1
+    return new
+
+  state = jax.lax.while_loop(cond, body, state)
+  return state["out"], state["count"], state["hist"]
+
+
+# ---- the user-facing wrapper ---------------------------------------------------------------------------
+
+_DEFAULT = object()
+
+
+class Generator:
+  """A model ready to generate: variables (LoRA merged or not), tokenizer, and the jitted program."""
+
+  def __init__(self, config: LlamaConfig, variables: dict, *, tokenizer: Any = None,
+               lora_config: LoraConfig | None = None, merge: bool = True, prompt_bucket: int = 64):
+    has_lora = "lora" in variables
+    if has_lora and lora_config is None:
+      raise ValueError("variables hold a 'lora' collection but no lora_config was given")
+    if has_lora and merge:
+      variables = {"params": merge_lora(variables["params"], variables["lora"], lora_config)}
+    self.config, self.tokenizer, self.prompt_bucket = config, tokenizer, prompt_bucket
+    self.variables = jax.tree_util.tree_map(jnp.asarray, dict(variables))
+    self.model = Llama(config, lora=lora_config if (has_lora and not merge) else None)
+
+  @classmethod
+  def from_loaded(cls, loaded, **kw) -> Generator:
+    """From `telugu_jax.model.io.load_model(...)`."""
+    return cls(loaded.config, loaded.variables, tokenizer=loaded.tokenizer, lora_config=loaded.lora_config, **kw)
+
+  def bucket(self, length: int) -> int:
+    return -(-length // self.prompt_bucket) * self.prompt_bucket
+
+  def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig = SamplingConfig(), *,
+               stop_strings: Sequence[str] = (), stream: StreamFn | None = None, eos_id: Any = _DEFAULT,
+               pad_batch_to: int | None = None, return_logits: bool = False) -> list[Generation]:
+    """Generate a continuation for each prompt (lists of token ids, bos included).
+
+    Args:
+      prompts: B prompts of any lengths >= 1.
+      sampling: sampling settings; `seed` makes sampling reproducible for a given batch.
+      stop_strings: generation of a row ends once its decoded text contains one (needs a tokenizer).
+      stream: called as `stream(row, text)` with each new piece of final text (needs a tokenizer).
+      eos_id: token that ends a row; default the tokenizer's eos; None never stops early.
+      pad_batch_to: pad the batch with dummy rows to this size (one compiled program for every batch).
+      return_logits: also return each step's raw logits (tests; [B, N, V] float32 stays on the device).
+    """
+    if not prompts:
+      return []
+    if eos_id is _DEFAULT:
+      eos_id = None if self.tokenizer is None else self.tokenizer.eos_id
+    if (stop_strings or stream is not None) and self.tokenizer is None:
+      raise ValueError("stop strings and streaming decode text: build the Generator with a tokenizer")
+    lengths = [len(p) for p in prompts]
+    if min(lengths) < 1:
+      raise ValueError("every prompt needs at least one token (the bos)")
+    longest = max(lengths) + sampling.max_new_tokens
+    if longest > self.config.max_seq_len:
+      raise ValueError(
+          f"a prompt of {max(lengths)} tokens plus max_new_tokens={sampling.max_new_tokens} exceeds the model's "
+          f"context of {self.config.max_seq_len} tokens: shorten the prompt or lower max_new_tokens")
+    bad = [int(i) for p in prompts for i in p if not 0 <= int(i) < self.config.vocab_size]
+    if bad:
+      raise ValueError(f"token ids {bad[:5]} are outside the model's vocabulary [0, {self.config.vocab_size})")
+    n_real = len(prompts)
+    batch = max(n_real, pad_batch_to or 0)
+    rows = list(prompts) + [prompts[0]] * (batch - n_real)
+    pad_id = 0 if self.tokenizer is None else int(self.tokenizer.pad_id)
+    t = self.bucket(max(lengths))
+    tokens = np.full((batch, t), pad_id, np.int32)
+    for r, p in enumerate(rows):
+      tokens[r, t - len(p):] = np.asarray(p, np.int32)
+    lens = np.array([len(p) for p in rows], np.int32)
+    knobs = sampling_knobs(sampling)
+    vocab_limit = self.config.vocab_size if self.tokenizer is None else min(self.tokenizer.vocab_size,
+                                                                             self.config.vocab_size)
+    use_host = bool(stop_strings) or stream is not None
+    host = _HostRows(self.tokenizer, batch, n_real, eos_id, stop_strings, stream, sampling.max_new_tokens)
+    with _HANDLER_LOCK:
+      handler_id = next(_HANDLER_IDS)
+      _HANDLERS[handler_id] = host
+    try:
+      out, count, hist = _generate_device(
+          self.variables, jnp.asarray(tokens), jnp.asarray(lens), jax.random.key(sampling.seed), knobs,
+          jnp.int32(handler_id), model=self.model, max_new_tokens=sampling.max_new_tokens, mode=_mode(sampling),
+          vocab_limit=vocab_limit, eos_id=-1 if eos_id is None else int(eos_id), pad_id=pad_id, use_host=use_host,
+          keep_logits=return_logits)
+      out, count = np.asarray(out), np.asarray(count)
+      hist = None if hist is None else np.asarray(hist)
+    finally:
+      with _HANDLER_LOCK:
+        _HANDLERS.pop(handler_id, None)
+    results = []
+    for r in range(n_real):
+      ids = out[r, :count[r]].tolist()
+      text, hit = "", False
+      if self.tokenizer is not None:
+        text, hit = cut_at_stop(self.tokenizer.decode([i for i in ids if i != eos_id]), stop_strings)
+      reason = "eos" if ids and ids[-1] == eos_id else "stop" if hit else "length"
+      results.append(Generation(ids=ids, text=text, finish_reason=reason,
+                                step_logits=None if hist is None else hist[r, :count[r]]))
+    return results
+
+  def compiled_programs(self) -> int:
+    """How many programs the jitted generation has compiled (process-wide): tests check 'once, not per token'."""
+    return _generate_device._cache_size()
