@@ -1,0 +1,211 @@
+"""The shared stage runner: every data stage writes the same three files and keeps the same books.
+
+    DIR/records.jsonl   the `Conversation`s the stage kept (or produced)
+    DIR/rejected.jsonl  one line per input unit it dropped: reason, detail, where, id, duplicate_of, and
+                        the record (or the raw input) itself, so nothing is lost silently
+    DIR/summary.json    in, out, consumed, rejected per reason, the input hash, extra stats; written last,
+                        atomically, so its presence means "this stage finished"
+
+Accounting: a stage counts each input unit as it reads it (`count_in`), and each unit ends either in
+an output record (`keep`, which may consume several units, e.g. OASST messages on one path) or in
+`rejected.jsonl` (`reject`). `finish` checks in == consumed + rejected and refuses to write a summary
+otherwise: a unit that vanished is a bug, not a statistic.
+
+Restart: with `resume=True`, a killed stage's partial files are kept (a half-written last line is cut
+off) and `done(key)` tells the caller which inputs were already handled, so a 1:1 stage (translate,
+clean) picks up where it stopped. Stages that need all their input at once (dedupe, mix, readers)
+simply start over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+
+from telugu_jax.data.records import Conversation
+
+RECORDS, REJECTED, SUMMARY = "records.jsonl", "rejected.jsonl", "summary.json"
+
+
+class AccountingError(RuntimeError):
+  """in != consumed + rejected: some input unit was neither kept nor rejected."""
+
+
+def hash_files(paths: Iterable[str | os.PathLike], extra: Any = None) -> str:
+  """sha256 over file contents (directories: every file in them, sorted) and a JSON-able `extra`."""
+  h = hashlib.sha256()
+  for p in paths:
+    p = os.fspath(p)
+    files = ([os.path.join(d, f) for d, _, fs in sorted(os.walk(p)) for f in sorted(fs)] if os.path.isdir(p)
+             else [p])
+    for f in files:
+      h.update(os.path.relpath(f, p).encode() if os.path.isdir(p) else b"")
+      with open(f, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+          h.update(chunk)
+  h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+  return h.hexdigest()
+
+
+def load_summary(out_dir: str | os.PathLike) -> dict | None:
+  path = os.path.join(out_dir, SUMMARY)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def is_complete(out_dir: str | os.PathLike, input_hash: str | None = None) -> bool:
+  s = load_summary(out_dir)
+  return bool(s and s.get("complete") and (input_hash is None or s.get("input_hash") == input_hash))
+
+
+def _cut_partial_line(path: str) -> None:
+  """A killed writer may leave a line without its newline; drop that fragment."""
+  with open(path, "rb+") as f:
+    data = f.read()
+    if data and not data.endswith(b"\n"):
+      f.truncate(data.rfind(b"\n") + 1)
+
+
+def format_table(summary: dict) -> str:
+  rows = [("in", summary["in"]), ("out", summary["out"])]
+  if summary.get("consumed", summary["out"]) != summary["out"]:
+    rows.append(("consumed (in units used by out)", summary["consumed"]))
+  rows += [(f"rejected: {r}", n) for r, n in sorted(summary["rejected"].items(), key=lambda kv: -kv[1])]
+  width = max(len(r[0]) for r in rows)
+  lines = [f"[{summary['stage']}] {summary.get('out_dir', '')}"]
+  lines += [f"  {name:<{width}}  {n:>9,}" for name, n in rows]
+  return "\n".join(lines)
+
+
+class Stage:
+  """Context manager around one stage run; see the module docstring."""
+
+  def __init__(self, name: str, out_dir: str | os.PathLike, *, input_hash: str | None = None, resume: bool = False,
+               progress: bool = True, total: int | None = None, unit: str = "rec"):
+    self.name, self.out_dir, self.input_hash = name, os.fspath(out_dir), input_hash
+    self.resume, self.progress, self.total, self.unit = resume, progress, total, unit
+    self.n_in = self.n_out = self.n_consumed = 0
+    self.rejected: Counter[str] = Counter()
+    self.stats: dict[str, Any] = {}
+    self._done: set[str] = set()
+    self._bar = None
+
+  @property
+  def records_path(self) -> str:
+    return os.path.join(self.out_dir, RECORDS)
+
+  @property
+  def rejected_path(self) -> str:
+    return os.path.join(self.out_dir, REJECTED)
+
+  def __enter__(self) -> Stage:
+    os.makedirs(self.out_dir, exist_ok=True)
+    summary = os.path.join(self.out_dir, SUMMARY)
+    if os.path.exists(summary):
+      os.remove(summary)  # from here on the directory is "in progress"
+    mode = "w"
+    if self.resume and os.path.exists(self.records_path) and os.path.exists(self.rejected_path):
+      self._load_partial()
+      mode = "a"
+    self._rec_f = open(self.records_path, mode, encoding="utf-8")
+    self._rej_f = open(self.rejected_path, mode, encoding="utf-8")
+    self._t0 = time.time()
+    if self.progress:
+      from tqdm import tqdm
+
+      self._bar = tqdm(total=self.total, desc=self.name, unit=self.unit, file=sys.stderr, dynamic_ncols=True,
+                       initial=self.n_in)
+    return self
+
+  def _load_partial(self) -> None:
+    """Re-count what a killed run already wrote, so the books stay right after a restart."""
+    for path in (self.records_path, self.rejected_path):
+      _cut_partial_line(path)
+    with open(self.records_path, encoding="utf-8") as f:
+      for line in f:
+        d = json.loads(line)
+        self._done.add(d["id"])
+        self.n_out += 1  # resumable stages are 1:1, so one record is one input unit
+        self.n_consumed += 1
+        self.n_in += 1
+    with open(self.rejected_path, encoding="utf-8") as f:
+      for line in f:
+        d = json.loads(line)
+        if d.get("key") is not None:
+          self._done.add(d["key"])
+        self.rejected[d["reason"]] += 1
+        self.n_in += 1
+    self.stats["resumed_from"] = self.n_in
+
+  def done(self, key: str) -> bool:
+    """True when a previous (killed) run already kept or rejected the input with this key."""
+    return key in self._done
+
+  def count_in(self, n: int = 1) -> None:
+    self.n_in += n
+    if self._bar is not None:
+      self._bar.update(n)
+
+  def keep(self, record: Conversation, consumed: int = 1) -> None:
+    self._rec_f.write(record.to_json() + "\n")
+    self.n_out += 1
+    self.n_consumed += consumed
+
+  def reject(self, reason: str, *, record: Conversation | None = None, raw: Any = None, where: str = "",
+             detail: str = "", duplicate_of: str | None = None, key: str | None = None) -> None:
+    row: dict[str, Any] = {"reason": reason}
+    if detail:
+      row["detail"] = detail
+    if where:
+      row["where"] = where
+    if record is not None:
+      row["id"] = record.id
+    if duplicate_of is not None:
+      row["duplicate_of"] = duplicate_of
+    key = key if key is not None else (record.id if record is not None else None)
+    if key is not None:
+      row["key"] = key
+    if record is not None:
+      row["record"] = record.to_dict()
+    elif raw is not None:
+      row["raw"] = raw
+    self._rej_f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    self.rejected[reason] += 1
+
+  def flush(self) -> None:
+    self._rec_f.flush()
+    self._rej_f.flush()
+
+  def summary(self) -> dict:
+    return {"stage": self.name, "out_dir": self.out_dir, "in": self.n_in, "out": self.n_out,
+            "consumed": self.n_consumed, "rejected": dict(self.rejected), "input_hash": self.input_hash,
+            "seconds": round(time.time() - self._t0, 3), **self.stats}
+
+  def __exit__(self, exc_type, exc, tb) -> None:
+    if self._bar is not None:
+      self._bar.close()
+    self._rec_f.close()
+    self._rej_f.close()
+    if exc_type is not None:
+      return  # partial files stay for a resume; no summary means "not finished"
+    s = self.summary()
+    n_rej = sum(self.rejected.values())
+    if self.n_in != self.n_consumed + n_rej:
+      raise AccountingError(f"stage {self.name}: {self.n_in} in but {self.n_consumed} consumed + {n_rej} rejected; "
+                            "some input was neither kept nor rejected (a bug in the stage)")
+    s["complete"] = True
+    tmp = os.path.join(self.out_dir, SUMMARY + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+      json.dump(s, f, ensure_ascii=False, indent=1)
+    os.replace(tmp, os.path.join(self.out_dir, SUMMARY))
+    if self.progress:
+      print(format_table(s), file=sys.stderr)
+    self.final = s
