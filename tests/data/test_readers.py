@@ -9,8 +9,18 @@ from telugu_jax.data.readers import detect_format, run_read
 from telugu_jax.data.records import read_jsonl
 from telugu_jax.data.stage import AccountingError, Stage
 
-from .conftest import (ALPACA, CHAT, DOLLY, FLAN, OASST_FLAT, OASST_NESTED, SHAREGPT, assert_books_balance,
-                       write_json, write_jsonl)
+from .conftest import (
+  ALPACA,
+  CHAT,
+  DOLLY,
+  FLAN,
+  OASST_FLAT,
+  OASST_NESTED,
+  SHAREGPT,
+  assert_books_balance,
+  write_json,
+  write_jsonl,
+)
 
 
 def _read(tmp_path, path, fmt="auto", **kw):
