@@ -58,7 +58,7 @@ class LoaderConfig:
   batch_size: int = 32              # GLOBAL rows per step; each process yields batch_size // process_count rows
   packing: bool = True
   num_packing_bins: int = 16        # rows filled at once: 1 packs Alpaca-like lengths at ~86%, 16 at ~97%
-  packing_algorithm: str = "first_fit"   # or "best_fit"; measured the same on real lengths (see the report)
+  packing_algorithm: str = "best_fit"    # or "first_fit": best fit packed as tight or tighter on every mix measured
   shuffle: bool = True
   seed: int = 0
   num_epochs: int | None = None     # None: repeat forever (the trainer stops at a step count computed up front)
