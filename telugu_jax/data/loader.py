@@ -207,7 +207,11 @@ def _rows_per_process(cfg: LoaderConfig, process_count: int) -> int:
   return cfg.batch_size // process_count
 
 
-def _pipeline_kw(cfg: LoaderConfig, pad_id: int, shard: tuple[int, int]) -> dict[str, Any]:
+def _pipeline_kw(cfg: LoaderConfig, pad_id: int, shard: tuple[int, int], *, warn: bool = False) -> dict[str, Any]:
+  if warn and shard[1] > 1 and cfg.num_epochs is not None and shard[0] == 0:
+    log.warning("num_epochs=%d with %d processes: packed shards end after different numbers of batches, and a "
+                "host that runs out first leaves the others waiting in a collective. Prefer num_epochs=None and "
+                "stop at epochs * count_batches(...) steps.", cfg.num_epochs, shard[1])
   return dict(shard=shard, rows=_rows_per_process(cfg, shard[1]), max_seq_len=cfg.max_seq_len,
               packing=cfg.packing, packing_algorithm=cfg.packing_algorithm, num_packing_bins=cfg.num_packing_bins,
               shuffle=cfg.shuffle, seed=cfg.seed, num_epochs=cfg.num_epochs, pad_to_multiple=cfg.pad_to_multiple,
@@ -235,7 +239,7 @@ def sft_dataset(paths: PathsLike, chat_format: ChatFormat, cfg: LoaderConfig, *,
   corpus = sft_corpus(paths, chat_format, cfg)
   if rejected_path is not None and shard[0] == 0:
     write_rejected(rejected_path, corpus)
-  return build_pipeline(corpus, **_pipeline_kw(cfg, chat_format.tokenizer.pad_id, shard))
+  return build_pipeline(corpus, **_pipeline_kw(cfg, chat_format.tokenizer.pad_id, shard, warn=True))
 
 
 def pretrain_dataset(paths: PathsLike, tokenizer: Tokenizer, cfg: LoaderConfig, *, process_index: int | None = None,
@@ -244,7 +248,7 @@ def pretrain_dataset(paths: PathsLike, tokenizer: Tokenizer, cfg: LoaderConfig, 
   long ones cut into chunks of max_seq_len + 1 tokens; loss on every token; packed like SFT."""
   shard = _process(process_index, process_count)
   corpus = text_corpus(paths, tokenizer, cfg)
-  return build_pipeline(corpus, **_pipeline_kw(cfg, tokenizer.pad_id, shard))
+  return build_pipeline(corpus, **_pipeline_kw(cfg, tokenizer.pad_id, shard, warn=True))
 
 
 def batches_per_epoch(corpus: EncodedCorpus, cfg: LoaderConfig, pad_id: int, process_count: int | None = None) -> int:

@@ -163,15 +163,16 @@ def test_packed_logits_equal_each_example_run_alone(sft_file, chat_format, sp_to
 RESUME_SCRIPT = """
 import json, sys
 import numpy as np
+import orbax.checkpoint as ocp
 from telugu_jax.chat_format import ChatFormat
 from telugu_jax.data.loader import LoaderConfig, sft_dataset
 from telugu_jax.tokenizer import SentencePieceTokenizer
-tok_path, data, cfg_json, state_path, n, out = sys.argv[1:]
+tok_path, data, cfg_json, ckpt_dir, n, out = sys.argv[1:]
 ds = sft_dataset(data, ChatFormat(SentencePieceTokenizer(tok_path)), LoaderConfig(**json.loads(cfg_json)),
                  process_index=0, process_count=1)
 it = iter(ds)
-with open(state_path) as f:
-  it.set_state(json.load(f))
+with ocp.CheckpointManager(ckpt_dir, item_names=("loader",)) as mgr:
+  it.set_state(mgr.restore(mgr.latest_step(), args=ocp.args.Composite(loader=ocp.args.JsonRestore()))["loader"])
 batches = [next(it) for _ in range(int(n))]
 np.savez(out, **{f"{i}/{k}": v for i, b in enumerate(batches) for k, v in b.items()},
          stats=np.array(json.dumps(it.stats.to_dict())))
@@ -186,11 +187,14 @@ def test_resume_in_a_new_process_gives_the_same_batches(sft_file, chat_format, s
   for _ in range(k):
     next(it)
   state = it.get_state()
-  (tmp_path / "state.json").write_text(json.dumps(state))  # JSON as Orbax's JsonSave writes it
+  import orbax.checkpoint as ocp
+
+  with ocp.CheckpointManager(tmp_path / "ckpt", item_names=("loader",)) as mgr:  # as the trainer saves it
+    mgr.save(k, args=ocp.args.Composite(loader=ocp.args.JsonSave(state)))
   assert state["parent"]["parent"]["next_index"] > 20, state
   reference = [next(it) for _ in range(m)]
   tok = sp_tokenizer.save(tmp_path / "tok")
-  subprocess.run([sys.executable, "-c", RESUME_SCRIPT, tok, path, json.dumps(cfg), str(tmp_path / "state.json"),
+  subprocess.run([sys.executable, "-c", RESUME_SCRIPT, tok, path, json.dumps(cfg), str(tmp_path / "ckpt"),
                   str(m), str(tmp_path / "resumed.npz")], check=True, cwd=REPO,
                  env={**os.environ, "PYTHONPATH": REPO})
   resumed = np.load(tmp_path / "resumed.npz")
