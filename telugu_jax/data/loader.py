@@ -9,8 +9,9 @@
 
 Records are encoded up front, once per process (and cached, so `count_batches` and `sft_dataset` share
 the work): the rejected file is then written once, not once per epoch; the number of batches per epoch
-is exact; and the Grain state is a few integers. The arrays are compact (5 bytes a token), so a
-million conversations of 300 tokens take 1.5 GB.
+is known before training; and the Grain state is a few integers. The arrays are compact (5 bytes a
+token: a million conversations of 300 tokens take 1.5 GB). Encoding runs at ~1,000 conversations/s
+on one core (the tokenizer's offsets dominate), so 100k records cost about 1.5 minutes at start-up.
 
 Over-long records are handled here, before packing (a Grain packer raises mid-epoch on an element
 longer than a row): `drop_oldest_turns` removes whole oldest (user, assistant) pairs until the record
@@ -102,8 +103,9 @@ def _finish(builder: CorpusBuilder, records: int, rejected: list[dict], truncate
   corpus.summary.update(corpus_examples=len(corpus), corpus_tokens=int(corpus.lengths().sum()),
                         corpus_loss_tokens=int(corpus.mask.sum()))
   if rejected or truncated:
-    log.warning("%s: %d of %d records rejected %s, %d truncated (oldest turns dropped); ids and reasons go to "
-                "the rejected file", what, len(rejected), records, by_reason, len(truncated))
+    log.warning("%s: %d of %d records rejected %s, %d truncated (oldest turns dropped); each one, with its id "
+                "and reason, goes to sft_dataset's rejected_path", what, len(rejected), records, by_reason,
+                len(truncated))
   if not len(corpus):
     raise ValueError(f"{what}: no usable example in {records} record(s); rejected by reason: {by_reason}")
   return corpus
