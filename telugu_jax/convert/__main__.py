@@ -1,0 +1,73 @@
+"""Convert a PyTorch checkpoint into a telugu-jax model directory.
+
+    python -m telugu_jax.convert --from SRC --to DST [--format auto|hf|meta|state_dict|peft]
+        [--key-map FILE] [--tokenizer PATH] [--dtype auto|float32|bfloat16]
+        [--config FILE | --preset NAME] [--set FIELD=VALUE ...] [--base CKPT] [--overwrite]
+
+SRC is a Hugging Face folder, a Meta folder (params.json + consolidated.NN.pth), a state-dict file
+(.pt/.pth/.bin/.safetensors, with --config or --preset, and --key-map for custom names), or a PEFT
+adapter folder (with --base, the model directory it adapts; DST then holds our `lora` collection).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from telugu_jax.convert.layouts import LAYOUTS, parse_overrides
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m telugu_jax.convert", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--from", dest="src", required=True, help="checkpoint folder or file")
+  p.add_argument("--to", dest="dst", required=True, help="model directory to write")
+  p.add_argument("--format", default="auto", choices=("auto", *LAYOUTS), help="source layout (default: detect)")
+  p.add_argument("--key-map", help="JSON file of checkpoint-name regex -> our parameter path")
+  p.add_argument("--tokenizer", help="tokenizer.model / tokenizer.json or its folder (default: beside the weights)")
+  p.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"),
+                 help="stored parameter dtype (default: the checkpoint's)")
+  p.add_argument("--compute-dtype", default="bfloat16", choices=("float32", "bfloat16", "float16"),
+                 help="activation dtype recorded in the config")
+  p.add_argument("--config", dest="config_file", help="architecture: HF config.json, Meta params.json or ours")
+  p.add_argument("--preset", help="architecture preset (tiny, smoke, demo, 300m) for a bare state dict")
+  p.add_argument("--set", dest="overrides", action="append", metavar="FIELD=VALUE",
+                 help="override a LlamaConfig field (repeatable), e.g. --set max_seq_len=4096")
+  p.add_argument("--base", help="with a PEFT adapter: the telugu-jax model directory it adapts")
+  p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+  return p
+
+
+def main(argv: list[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  from telugu_jax.convert.errors import ConversionError
+  from telugu_jax.convert.layouts import detect_layout
+  from telugu_jax.model.io import ModelDirError
+  from telugu_jax.tokenizer import TokenizerError
+
+  try:
+    layout = detect_layout(args.src) if args.format == "auto" else args.format
+    if layout == "peft" or args.base:
+      from telugu_jax.convert.peft_io import import_peft
+
+      if layout != "peft":
+        raise ConversionError(f"--base is for importing a PEFT adapter, but {args.src} is a {layout} checkpoint")
+      if not args.base:
+        raise ConversionError(f"{args.src} is a PEFT adapter: pass --base CKPT, the telugu-jax model directory "
+                              "it adapts (convert the base model first)")
+      import_peft(args.src, args.base, args.dst, overwrite=args.overwrite)
+    else:
+      from telugu_jax.convert.to_orbax import convert
+
+      convert(args.src, args.dst, layout=layout, key_map=args.key_map, tokenizer=args.tokenizer, dtype=args.dtype,
+              compute_dtype=args.compute_dtype, config_file=args.config_file, preset=args.preset,
+              overrides=parse_overrides(args.overrides), overwrite=args.overwrite)
+  except (ConversionError, TokenizerError, ModelDirError, FileExistsError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  print(f"done: {args.dst}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
