@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from telugu_jax.data.records import Conversation, iter_jsonl
-from telugu_jax.data.stage import Stage, hash_files
+from telugu_jax.data.stage import Stage, cached, hash_files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,8 +146,10 @@ def dedupe_into(stage: Stage, paths: Sequence[str], cfg: DedupeConfig = DedupeCo
 
 
 def run_dedupe(paths: Sequence[str], out_dir: str, cfg: DedupeConfig = DedupeConfig(), *,
-               progress: bool = True) -> dict:
+               progress: bool = True, force: bool = False) -> dict:
   ihash = hash_files(paths, {"stage": "dedupe", **dataclasses.asdict(cfg)})
+  if not force and (done := cached(out_dir, ihash)):
+    return done
   with Stage("dedupe", out_dir, input_hash=ihash, progress=progress) as stage:
     dedupe_into(stage, paths, cfg)
   return stage.final

@@ -66,6 +66,15 @@ def is_complete(out_dir: str | os.PathLike, input_hash: str | None = None) -> bo
   return bool(s and s.get("complete") and (input_hash is None or s.get("input_hash") == input_hash))
 
 
+def cached(out_dir: str | os.PathLike, input_hash: str) -> dict | None:
+  """The summary of a finished run of this stage with these exact inputs, else None (so: run it)."""
+  if is_complete(out_dir, input_hash):
+    s = load_summary(out_dir)
+    s["cached"] = True
+    return s
+  return None
+
+
 def _cut_partial_line(path: str) -> None:
   """A killed writer may leave a line without its newline; drop that fragment."""
   with open(path, "rb+") as f:

@@ -17,7 +17,7 @@ from telugu_jax.data.readers import alpaca, chat, dolly, flan
 from telugu_jax.data.readers.files import BadRow, iter_rows
 from telugu_jax.data.readers.oasst import read_oasst
 from telugu_jax.data.records import Conversation, RecordError
-from telugu_jax.data.stage import Stage, hash_files
+from telugu_jax.data.stage import Stage, cached, hash_files
 
 FORMATS = ("auto", "alpaca", "dolly", "oasst", "flan", "chat", "sharegpt", "records")
 
@@ -100,10 +100,12 @@ def read_into(stage: Stage, paths: Sequence[str], fmt: str = "auto", source: str
 
 
 def run_read(paths: Sequence[str], out_dir: str, fmt: str = "auto", source: str | None = None, *,
-             progress: bool = True, **options) -> dict:
+             progress: bool = True, force: bool = False, **options) -> dict:
   """The read stage: writes out_dir/{records,rejected}.jsonl and summary.json; returns the summary."""
   local = [p for p in paths if os.path.exists(p)]
   ihash = hash_files(local, {"stage": "read", "fmt": fmt, "source": source, "paths": list(paths), **options})
+  if not force and (done := cached(out_dir, ihash)):
+    return done
   with Stage("read", out_dir, input_hash=ihash, progress=progress) as stage:
     read_into(stage, paths, fmt, source, **options)
   return stage.final

@@ -69,6 +69,9 @@ def unmask(text: str, originals: list[str], style: str = "llm") -> str:
   return token.sub(lambda m: originals[int(m.group(1))], text)
 
 
+_MAYBE = re.compile(r"[\d@{%<`$]|www\.")  # every protected span contains one of these
+
+
 def strip_protected(text: str) -> str:
   """The text without code, URLs, e-mails, placeholders and numbers (for script and leakage checks)."""
-  return PROTECTED.sub(" ", text)
+  return PROTECTED.sub(" ", text) if _MAYBE.search(text) else text

@@ -1,0 +1,128 @@
+"""Data pipeline CLI: `python -m telugu_jax.data STAGE --in PATH... --out DIR [options]`.
+
+    python -m telugu_jax.data read      --in alpaca_data.json --out runs/data/read/alpaca [--format auto]
+    python -m telugu_jax.data translate --in runs/data/read/alpaca/records.jsonl --out runs/data/tr/alpaca
+    python -m telugu_jax.data synth     --out runs/data/synth
+    python -m telugu_jax.data clean     --in runs/data/tr/alpaca/records.jsonl --out runs/data/clean
+    python -m telugu_jax.data dedupe    --in runs/data/clean/records.jsonl --out runs/data/dedupe
+    python -m telugu_jax.data mix       --in runs/data/dedupe/records.jsonl --out runs/data/mix
+    python -m telugu_jax.data prepare   --config configs/data.py
+
+Settings come from `--config` (default configs/data.py) with overrides like
+`--config.clean.min_telugu_ratio=0.6`; a key that does not exist is an error. Each stage prints its
+summary table (in, out, dropped per reason) and writes it to DIR/summary.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import runpy
+import sys
+from typing import Any
+
+STAGES = ("read", "translate", "synth", "clean", "dedupe", "mix", "prepare")
+
+
+def load_config(path: str, overrides: list[str]) -> Any:
+  """`get_config()` from a config file, with `--config.a.b=value` overrides applied (typos fail)."""
+  if not os.path.exists(path):
+    raise SystemExit(f"config file {path} not found; pass --config PATH (see configs/data.py in the repository)")
+  cfg = runpy.run_path(path)["get_config"]()
+  for item in overrides:
+    if not item.startswith("--config.") or "=" not in item:
+      raise SystemExit(f"unrecognised argument {item!r}; overrides look like --config.clean.min_telugu_ratio=0.6")
+    dotted, raw = item[len("--config."):].split("=", 1)
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for p in parents:
+      if p not in node:
+        raise SystemExit(f"--config.{dotted}: no setting {p!r}; choose from {sorted(node.keys())}")
+      node = node[p]
+    if leaf not in node:
+      raise SystemExit(f"--config.{dotted}: no setting {leaf!r}; choose from {sorted(node.keys())}")
+    try:
+      value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+      value = raw
+    old = node[leaf]
+    if isinstance(old, bool) and not isinstance(value, bool):
+      raise SystemExit(f"--config.{dotted} is a boolean: write True or False")
+    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
+      value = float(value)
+    if isinstance(old, str) and not isinstance(value, str):
+      value = raw
+    try:
+      node[leaf] = value
+    except (TypeError, ValueError) as e:
+      raise SystemExit(f"--config.{dotted}={raw}: {e}") from None
+  return cfg
+
+
+def main(argv: list[str] | None = None) -> dict:
+  p = argparse.ArgumentParser(prog="python -m telugu_jax.data", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("stage", choices=STAGES)
+  p.add_argument("--in", dest="inputs", nargs="+", default=[], help="input files (stage read: upstream data)")
+  p.add_argument("--out", help="output directory")
+  p.add_argument("--config", default="configs/data.py")
+  p.add_argument("--format", default="auto", help="read: alpaca|dolly|oasst|flan|chat|sharegpt|records|auto")
+  p.add_argument("--source", help="read: source name (default: the file name)")
+  p.add_argument("--split", help="read: split of a datasets directory or hub dataset")
+  p.add_argument("--system", choices=("fold", "keep"), default="fold", help="read: system turns of chat data")
+  p.add_argument("--all-paths", action="store_true", help="read oasst: every complete path, not the best one")
+  p.add_argument("--lang", nargs="*", default=[], help="read oasst: keep only these message languages")
+  p.add_argument("--force", action="store_true", help="rerun even if DIR/summary.json matches the inputs")
+  p.add_argument("--quiet", action="store_true", help="no progress bar or table")
+  args, rest = p.parse_known_args(argv)
+  cfg = load_config(args.config, rest) if (args.stage != "read" or rest) else None
+  progress = not args.quiet
+  if args.stage not in ("prepare", "synth") and not args.inputs:
+    p.error(f"{args.stage} needs --in PATH...")
+  if args.stage != "prepare" and not args.out:
+    p.error(f"{args.stage} needs --out DIR")
+  try:
+    if args.stage == "read":
+      from telugu_jax.data.readers import run_read
+
+      s = run_read(args.inputs, args.out, args.format, args.source, progress=progress, force=args.force,
+                   split=args.split, system=args.system, all_paths=args.all_paths, langs=args.lang)
+    elif args.stage == "translate":
+      from telugu_jax.data.translate import run_translate
+
+      s = run_translate(args.inputs, args.out, cfg.translate, progress=progress, force=args.force)
+    elif args.stage == "synth":
+      from telugu_jax.data.synth import run_synth
+
+      s = run_synth(args.out, cfg.synth, cfg.translate, progress=progress, force=args.force)
+    elif args.stage == "clean":
+      from telugu_jax.data.clean import CleanConfig, run_clean
+
+      s = run_clean(args.inputs, args.out, CleanConfig.from_dict(cfg.clean), progress=progress, force=args.force)
+    elif args.stage == "dedupe":
+      from telugu_jax.data.dedupe import DedupeConfig, run_dedupe
+
+      s = run_dedupe(args.inputs, args.out, DedupeConfig.from_dict(cfg.dedupe), progress=progress, force=args.force)
+    elif args.stage == "mix":
+      from telugu_jax.data.mix import MixConfig, run_mix
+
+      s = run_mix(args.inputs, args.out, MixConfig.from_dict(cfg.mix), progress=progress, force=args.force)
+    else:
+      from telugu_jax.data.pipeline import prepare
+
+      return prepare(cfg, progress=progress)
+  except (ValueError, FileNotFoundError) as e:
+    raise SystemExit(f"error: {e}") from None
+  if s.get("cached") and progress:
+    from telugu_jax.data.stage import format_table
+
+    print(format_table(s) + "\n  (unchanged inputs: reused; --force to rerun)", file=sys.stderr)
+  if args.quiet:
+    print(json.dumps({k: s[k] for k in ("stage", "in", "out", "rejected")}, ensure_ascii=False))
+  return s
+
+
+if __name__ == "__main__":
+  main()
