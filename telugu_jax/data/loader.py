@@ -58,7 +58,7 @@ class LoaderConfig:
   max_seq_len: int = 1024           # row length L (tokens per row, after the shift)
   batch_size: int = 32              # GLOBAL rows per step; each process yields batch_size // process_count rows
   packing: bool = True
-  num_packing_bins: int = 16        # rows filled at once: 1 packs Alpaca-like lengths at ~86%, 16 at ~97%
+  num_packing_bins: int = 16        # rows filled at once; measured at L=1024: 1 bin 77-85%, 16 bins 92-97%, 64: 93-98%
   packing_algorithm: str = "best_fit"    # or "first_fit": best fit packed as tight or tighter on every mix measured
   shuffle: bool = True
   seed: int = 0
