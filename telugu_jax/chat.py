@@ -1,0 +1,313 @@
+"""Talk to a model: a multi-turn REPL, a one-shot answer, or a JSONL file of conversations answered in batches.
+
+    python -m telugu_jax.chat --checkpoint runs/demo/sft                                  # REPL
+    python -m telugu_jax.chat --checkpoint checkpoints/base --adapter runs/lora/final     # base + LoRA adapter
+    python -m telugu_jax.chat --checkpoint runs/demo/sft --prompt "తెలుగు భాష గురించి చెప్పండి"
+    python -m telugu_jax.chat --checkpoint runs/demo/sft --input in.jsonl --output out.jsonl --temperature 0
+
+The REPL keeps the history in the chat format (`telugu_jax.chat_format`); when history plus the answer's
+room (`max_new_tokens`) no longer fits the model's context, the oldest exchanges are dropped and the user
+is told. Commands: `/reset`, `/save FILE` (the conversation as one JSONL record), `/exit`.
+
+File mode reads `Conversation` records (`telugu_jax.data.records`). A conversation that ends with an
+assistant turn is answered without it, and that turn is kept as `meta.reference`; every record comes out,
+in input order, with the answer appended as an assistant turn and `meta.generation` = {finish_reason,
+new_tokens, dropped_turns}, or, when it cannot be answered, unchanged with `meta.error`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from telugu_jax.chat_format import ChatFormat, ChatFormatError, ChatTemplate, TooLongError, neutralise_markers
+from telugu_jax.data.records import Conversation, RecordError, Turn, read_jsonl, write_jsonl
+from telugu_jax.generate import Generator, SamplingConfig
+from telugu_jax.model.io import ModelDirError, load_model, read_meta
+from telugu_jax.tokenizer import TokenizerError
+
+HELP = "type a message; /reset clears the history, /save FILE writes it, /exit quits"
+_ARCH_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
+
+
+class ChatError(ValueError):
+  """A checkpoint, adapter or input the chat cannot use; the message says what to do."""
+
+
+# ---- loading -------------------------------------------------------------------------------------------
+
+def _attach_adapter(loaded, adapter_dir: str) -> None:
+  """Put the `lora` tree of an adapter directory into `loaded`, after checking it fits the base."""
+  import jax
+
+  from telugu_jax.model import io as model_io
+  from telugu_jax.model.config import LlamaConfig
+  from telugu_jax.model.llama import Llama
+  from telugu_jax.model.lora import LoraConfig
+
+  meta = read_meta(adapter_dir)
+  lora_dir = os.path.join(adapter_dir, "lora")
+  if not meta.get("lora") or not os.path.isdir(lora_dir):
+    raise ChatError(f"{adapter_dir} holds no LoRA adapter (no lora/ or no lora config in model.json)")
+  arch = LlamaConfig.from_dict(meta["model"])
+  diff = [f for f in _ARCH_FIELDS if getattr(arch, f) != getattr(loaded.config, f)]
+  if diff:
+    raise ChatError(f"the adapter {adapter_dir} was trained for another base: {', '.join(diff)} differ from "
+                    f"{loaded.path}. Pass the --checkpoint it was trained on.")
+  lora_config = LoraConfig(**meta["lora"])
+  lora = model_io._restore_tree(lora_dir)  # io has no public reader for one tree
+  want = jax.eval_shape(Llama(loaded.config, lora=lora_config).init_variables, jax.random.key(0))["lora"]
+  shapes = jax.tree_util.tree_map(lambda x: tuple(x.shape), lora)
+  if shapes != jax.tree_util.tree_map(lambda x: tuple(x.shape), want):
+    raise ChatError(f"the adapter in {adapter_dir} does not match its own config (rank/targets): re-export it")
+  loaded.variables = {**loaded.variables, "lora": lora}
+  loaded.lora_config = lora_config
+
+
+def load_chat(checkpoint: str, adapter: str | None = None, *, merge: bool = True) -> tuple[Generator, ChatFormat]:
+  """The generator and chat format of a model directory (and optional adapter directory).
+
+  Raises `ChatError` (or `ModelDirError`/`TokenizerError`) with a message that says what to do.
+  """
+  loaded = load_model(checkpoint)
+  if loaded.tokenizer is None:
+    raise ChatError(
+        f"{checkpoint} has no tokenizer (no tokenizer/ in it or in its base): chat needs the tokenizer the "
+        "model was trained with. Save it into the model directory (save_model(..., tokenizer=tok)) or convert "
+        "the checkpoint again with its tokenizer.")
+  if adapter is not None:
+    _attach_adapter(loaded, adapter)
+  template = ChatTemplate(**loaded.meta["chat_template"]) if loaded.meta.get("chat_template") else ChatTemplate()
+  fmt = ChatFormat(loaded.tokenizer, template)
+  return Generator.from_loaded(loaded, merge=merge), fmt
+
+
+# ---- conversations -------------------------------------------------------------------------------------
+
+def fit_prompt(fmt: ChatFormat, turns: Sequence[Turn], budget: int) -> tuple[list[int], int]:
+  """Prompt ids for `turns` (ending with a user turn) in at most `budget` tokens, dropping the oldest
+  (user, assistant) pairs as needed. Returns (ids, number of turns dropped); `TooLongError` when the
+  last user turn alone does not fit."""
+  turns, dropped = list(turns), 0
+  while True:
+    ids = fmt.encode_prompt(turns).tolist()
+    if len(ids) <= budget:
+      return ids, dropped
+    if len(turns) <= 1:
+      raise TooLongError(f"the message is {len(ids)} tokens; at most {budget} fit beside the answer's room")
+    turns, dropped = turns[2:], dropped + 2
+
+
+def clean_answer(text: str, template: ChatTemplate) -> str:
+  """Generated text -> turn content: surrounding whitespace removed (the space after the assistant marker
+  belongs to the response), role markers at line starts broken so the answer cannot forge a turn."""
+  return neutralise_markers(text.strip(), template)
+
+
+@dataclasses.dataclass
+class Reply:
+  text: str
+  finish_reason: str
+  dropped_turns: int
+
+
+class ChatSession:
+  """A conversation with history, for the REPL and `--prompt`."""
+
+  def __init__(self, generator: Generator, fmt: ChatFormat, sampling: SamplingConfig,
+               stop_strings: Sequence[str] = ()):
+    self.generator, self.fmt, self.sampling = generator, fmt, sampling
+    self.stop_strings = tuple(fmt.template.stop_strings) + tuple(stop_strings)
+    self.budget = generator.config.max_seq_len - sampling.max_new_tokens
+    self.history: list[Turn] = []
+    self.asked = 0
+
+  def reset(self) -> None:
+    self.history = []
+
+  def ask(self, message: str, stream: Callable[[str], None] | None = None) -> Reply:
+    user = Turn("user", neutralise_markers(message.strip(), self.fmt.template))
+    ids, dropped = fit_prompt(self.fmt, self.history + [user], self.budget)
+    self.history = self.history[dropped:]
+    started = False
+
+    def on_text(_row: int, piece: str) -> None:
+      nonlocal started
+      if not started:  # the answer's first characters are the space after the marker
+        piece = piece.lstrip()
+        started = bool(piece)
+      if piece:
+        stream(piece)
+
+    sampling = dataclasses.replace(self.sampling, seed=self.sampling.seed + self.asked)
+    self.asked += 1
+    [gen] = self.generator.generate([ids], sampling, stop_strings=self.stop_strings,
+                                    stream=None if stream is None else on_text)
+    answer = clean_answer(gen.text, self.fmt.template)
+    if answer:
+      self.history += [user, Turn("assistant", answer)]
+    return Reply(answer, gen.finish_reason, dropped)
+
+  def save(self, path: str) -> int:
+    conv = Conversation(id=f"chat-{time.strftime('%Y%m%d-%H%M%S')}", turns=tuple(self.history), source="chat")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+      f.write(conv.to_json() + "\n")
+    return len(self.history)
+
+
+def repl(session: ChatSession, read: Callable[[str], str], write: Callable[[str], None]) -> None:
+  """The interactive loop. `read(prompt)` returns a line or raises EOFError (e.g. `input`)."""
+  write(f"telugu-jax chat: {HELP}\n")
+  while True:
+    try:
+      line = read("user> ")
+    except (EOFError, KeyboardInterrupt):
+      write("\n")
+      return
+    line = line.strip()
+    if not line:
+      continue
+    if line.startswith("/"):
+      cmd, _, arg = line.partition(" ")
+      if cmd in ("/exit", "/quit"):
+        return
+      if cmd == "/reset":
+        session.reset()
+        write("(history cleared)\n")
+      elif cmd == "/save" and arg.strip():
+        try:
+          n = session.save(arg.strip())
+          write(f"(saved {n} turns to {arg.strip()})\n")
+        except OSError as e:
+          write(f"(could not save: {e})\n")
+      else:
+        write(f"(unknown command {line!r}: {HELP})\n")
+      continue
+    try:
+      write("assistant> ")
+      reply = session.ask(line, stream=write)
+    except TooLongError as e:
+      write(f"\n({e}: shorten it, or /reset)\n")
+      continue
+    write("\n")
+    if reply.dropped_turns:
+      write(f"(the history no longer fit the context of {session.generator.config.max_seq_len} tokens: "
+            f"dropped the {reply.dropped_turns} oldest turns)\n")
+    if not reply.text:
+      write("(the model gave an empty answer; this exchange is not kept in the history)\n")
+
+
+# ---- file mode -------------------------------------------------------------------------------------------
+
+def answer_file(generator: Generator, fmt: ChatFormat, sampling: SamplingConfig, in_path: str, out_path: str, *,
+                batch_size: int = 8, stop_strings: Sequence[str] = (), progress: bool = True) -> dict:
+  """Answer every conversation of `in_path` into `out_path` (see module docstring). Returns counts."""
+  from tqdm import tqdm
+
+  convs = read_jsonl(in_path)
+  stops = tuple(fmt.template.stop_strings) + tuple(stop_strings)
+  budget = generator.config.max_seq_len - sampling.max_new_tokens
+  out: list[Conversation | None] = [None] * len(convs)
+  jobs = []  # (index, prompt ids, prompt turns, dropped, reference)
+  for i, conv in enumerate(convs):
+    turns, reference = list(conv.turns), None
+    if turns and turns[-1].role == "assistant":
+      turns, reference = turns[:-1], turns[-1].content
+    try:
+      fmt.check_turns(turns, for_prompt=True)
+      ids, dropped = fit_prompt(fmt, turns, budget)
+    except ChatFormatError as e:
+      out[i] = dataclasses.replace(conv, meta={**conv.meta, "error": f"{e.reason}: {e}"})
+      continue
+    jobs.append((i, ids, turns, dropped, reference))
+  jobs.sort(key=lambda j: len(j[1]))  # similar lengths together: less padding, fewer prompt buckets
+  bar = tqdm(total=len(jobs), desc="answering", unit="conv", disable=not progress, file=sys.stderr)
+  for start in range(0, len(jobs), batch_size):
+    chunk = jobs[start:start + batch_size]
+    gens = generator.generate([j[1] for j in chunk], sampling, stop_strings=stops, pad_batch_to=batch_size)
+    for (i, _, turns, dropped, reference), gen in zip(chunk, gens, strict=True):
+      conv = convs[i]
+      meta = {**conv.meta, "generation": {"finish_reason": gen.finish_reason, "new_tokens": len(gen.ids),
+                                          "dropped_turns": dropped}}
+      if reference is not None:
+        meta["reference"] = reference
+      answer = clean_answer(gen.text, fmt.template)
+      out[i] = dataclasses.replace(conv, turns=tuple(turns) + (Turn("assistant", answer),), meta=meta)
+    bar.update(len(chunk))
+  bar.close()
+  write_jsonl(out_path, out)
+  return {"conversations": len(convs), "answered": len(jobs), "errors": len(convs) - len(jobs)}
+
+
+# ---- command line ------------------------------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m telugu_jax.chat", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--checkpoint", required=True, help="model directory (full weights, or an adapter with its base)")
+  p.add_argument("--adapter", help="LoRA adapter directory to apply on top of --checkpoint")
+  mode = p.add_mutually_exclusive_group()
+  mode.add_argument("--prompt", help="answer this one message and exit")
+  mode.add_argument("--input", help="JSONL file of conversations to answer (needs --output)")
+  p.add_argument("--output", help="where --input's answers go (JSONL)")
+  p.add_argument("--batch-size", type=int, default=8, help="conversations per batch in --input mode")
+  p.add_argument("--max-new-tokens", type=int, help="default: min(256, half the model's context)")
+  p.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+  p.add_argument("--top-k", type=int, default=0, help="0 = off")
+  p.add_argument("--top-p", type=float, default=0.9, help="1 = off")
+  p.add_argument("--repetition-penalty", type=float, default=1.1, help="1 = off")
+  p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--stop", action="append", default=[], help="extra stop string (repeatable); '\\nuser:' always")
+  p.add_argument("--no-merge", action="store_true", help="apply the LoRA adapter on the fly instead of merging it")
+  return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if (args.input is None) != (args.output is None):
+    parser.error("--input and --output go together")
+  if args.batch_size < 1:
+    parser.error("--batch-size must be >= 1")
+  try:
+    generator, fmt = load_chat(args.checkpoint, args.adapter, merge=not args.no_merge)
+    context = generator.config.max_seq_len
+    max_new = args.max_new_tokens or min(256, context // 2)
+    if max_new >= context:
+      raise ChatError(f"--max-new-tokens {max_new} leaves no room for a prompt in the context of {context} tokens")
+    sampling = SamplingConfig(max_new_tokens=max_new, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed)
+    stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]  # a shell passes "\n" literally
+    if args.input:
+      counts = answer_file(generator, fmt, sampling, args.input, args.output, batch_size=args.batch_size,
+                           stop_strings=stops)
+      print(json.dumps(counts), file=sys.stderr)
+      if counts["errors"]:
+        print(f"{counts['errors']} conversation(s) could not be answered: see meta.error in {args.output}",
+              file=sys.stderr)
+      return 0
+    session = ChatSession(generator, fmt, sampling, stops)
+
+    def write(s: str) -> None:
+      sys.stdout.write(s)
+      sys.stdout.flush()
+
+    if args.prompt is not None:
+      session.ask(args.prompt, stream=write)
+      write("\n")
+      return 0
+    repl(session, input, write)
+    return 0
+  except (ChatError, ModelDirError, TokenizerError, RecordError, TooLongError, ValueError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+  sys.exit(main())
