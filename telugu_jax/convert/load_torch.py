@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import pickle
+import warnings
 from collections.abc import Mapping, Sequence
 
 import ml_dtypes
@@ -48,9 +49,11 @@ def numpy_to_torch(x: np.ndarray):
   import torch
 
   x = np.ascontiguousarray(x)
-  if x.dtype == ml_dtypes.bfloat16:
-    return torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
-  return torch.from_numpy(x)
+  with warnings.catch_warnings():  # arrays restored by Orbax are read-only; the tensors are only read
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    if x.dtype == ml_dtypes.bfloat16:
+      return torch.from_numpy(x.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(x)
 
 
 class SafetensorsReader:
