@@ -138,3 +138,107 @@ def pairs_records():
   from telugu_jax.data.records import Conversation
 
   return [Conversation.single(f"te/{i}", u, a, source="te") for i, (u, a) in enumerate(TELUGU_PAIRS)]
+
+
+# ---- a fake OpenAI-compatible endpoint on loopback ------------------------------------------------------
+class FakeOpenAI:
+  """A real HTTP server on 127.0.0.1 speaking chat completions. `answer(messages) -> str` makes the reply.
+  Faults: on the first attempt at a text, sha1(text) % 4 == 0 answers 429 (Retry-After: 0) and == 1
+  answers 500; a text containing FAIL400 always gets 400. With `hold_after=N`, after N successful
+  answers every new request hangs until `release` is set (to kill a client half-way)."""
+
+  def __init__(self, answer):
+    import threading
+    from collections import Counter
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    self.answer, self.log, self.attempts = answer, [], Counter()
+    self.lock, self.release = threading.Lock(), threading.Event()
+    self.hold_after, self.hanging = None, 0
+    fake = self
+
+    class Handler(BaseHTTPRequestHandler):
+      def log_message(self, *args):
+        pass
+
+      def _send(self, status, body, headers=()):
+        data = json.dumps(body, ensure_ascii=False).encode()
+        try:
+          self.send_response(status)
+          for k, v in headers:
+            self.send_header(k, v)
+          self.send_header("Content-Type", "application/json")
+          self.send_header("Content-Length", str(len(data)))
+          self.end_headers()
+          self.wfile.write(data)
+        except OSError:  # the client was killed
+          pass
+
+      def do_POST(self):
+        import hashlib
+
+        if self.path != "/v1/chat/completions":
+          return self._send(404, {"error": {"message": f"no route {self.path}"}})
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        text = body["messages"][-1]["content"]
+        with fake.lock:
+          fake.attempts[text] += 1
+          first = fake.attempts[text] == 1
+          answered = sum(1 for _, s in fake.log if s == 200)
+          hold = fake.hold_after is not None and answered >= fake.hold_after
+          if hold:
+            fake.hanging += 1
+        if hold:
+          fake.release.wait(30)
+          with fake.lock:
+            fake.log.append((text, "hung"))
+          return self._send(503, {"error": {"message": "released"}})
+        h = int(hashlib.sha1(text.encode()).hexdigest(), 16) % 4
+        if "FAIL400" in text:
+          status = 400
+        elif first and h == 0:
+          status = 429
+        elif first and h == 1:
+          status = 500
+        else:
+          status = 200
+        with fake.lock:
+          fake.log.append((text, status))
+        if status == 429:
+          return self._send(429, {"error": {"message": "rate limited"}}, [("Retry-After", "0")])
+        if status != 200:
+          return self._send(status, {"error": {"message": f"canned {status}"}})
+        reply = fake.answer(body["messages"])
+        self._send(200, {"id": "cmpl-1", "object": "chat.completion", "model": body["model"],
+                         "choices": [{"index": 0, "finish_reason": "stop",
+                                      "message": {"role": "assistant", "content": reply}}],
+                         "usage": {"prompt_tokens": len(text.split()) + 20, "completion_tokens": len(reply.split()),
+                                   "total_tokens": len(text.split()) + 20 + len(reply.split())}})
+
+    self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    self.server.daemon_threads = True
+    self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+    self.thread.start()
+    self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+  def answered(self):
+    with self.lock:
+      return [t for t, s in self.log if s == 200]
+
+  def close(self):
+    self.release.set()
+    self.server.shutdown()
+    self.server.server_close()
+
+
+@pytest.fixture
+def fake_openai():
+  servers = []
+
+  def start(answer):
+    servers.append(FakeOpenAI(answer))
+    return servers[-1]
+
+  yield start
+  for s in servers:
+    s.close()
