@@ -72,4 +72,5 @@ def get_config() -> ml_collections.ConfigDict:
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (1, -1, 1)            # (data, fsdp, tensor); -1 takes the remaining devices
+  c.mesh.devices = 0                   # use the first N devices (0: all)
   return c

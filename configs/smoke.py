@@ -33,4 +33,5 @@ def get_config():
   c.train.eval_every = 15
   c.train.save_every = 15
   c.train.async_checkpoint = False
+  c.mesh.devices = 1
   return c

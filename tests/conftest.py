@@ -69,3 +69,15 @@ def hf_tokenizer_dir(tmp_path_factory):
   (d / "tokenizer_config.json").write_text(json.dumps({"bos_token": "<s>", "eos_token": "</s>",
                                                         "pad_token": "<pad>"}))
   return d
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory):
+  """The suite's one end-to-end training run (~1M params, under a minute): tokenizer, a pretrained
+  `smoke` base and a LoRA SFT adapter on the bundled conversations, made by the demo's own code.
+  Chat, evaluate, serve and export tests share it."""
+  from telugu_jax import demo
+
+  workdir = tmp_path_factory.mktemp("smoke")
+  return demo.run(str(workdir), preset="smoke", vocab_size=512, pretrain_steps=40, pretrain_seq_len=128,
+                  pretrain_batch=8, sft_config="smoke", samples=0)

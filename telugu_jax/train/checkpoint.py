@@ -30,9 +30,12 @@ class RunCheckpoints:
     if keep_best:
       policies.append(cm.BestN(get_metric_fn=_metric, reverse=True, n=keep_best,
                                keep_checkpoints_without_metrics=False))
+    # best_fn is set as well, only because Orbax writes a step's metrics to disk (and so knows them
+    # after a restart) only when it is; without that, BestN would forget every old step's metric on
+    # resume and delete the best checkpoint. Retention itself is decided by the preservation policy.
     options = ocp.CheckpointManagerOptions(
         preservation_policy=cm.AnyPreservationPolicy(policies), enable_async_checkpointing=async_save,
-        create=True)
+        best_fn=_metric if keep_best else None, best_mode="min", create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
 
   def save(self, step: int, state: Any, data_state: dict | None, metrics: dict | None = None,

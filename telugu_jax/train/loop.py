@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import time
 from typing import Any
 
 import jax
@@ -21,7 +20,7 @@ import numpy as np
 
 from telugu_jax.chat_format import ChatFormat
 from telugu_jax.model import Llama, LlamaConfig, LoraConfig
-from telugu_jax.model.io import load_model, read_meta, save_model
+from telugu_jax.model.io import is_model_dir, load_model, read_meta, resolve_model_dir, save_model
 from telugu_jax.model.lora import split_variables
 from telugu_jax.tokenizer import check_vocab, load_tokenizer
 from telugu_jax.train import sharding as sh
@@ -53,7 +52,7 @@ class RunResult:
 def _load_base(config):
   """(LlamaConfig, params | None, tokenizer) from `config.base`, or from a preset when pretraining from scratch."""
   if config.base:
-    if not os.path.isdir(config.base) or not os.path.isfile(os.path.join(config.base, "model.json")):
+    if not is_model_dir(resolve_model_dir(config.base)):
       raise TrainingError(
           f"base checkpoint {config.base!r} not found. Convert your PyTorch base with "
           f"`python -m telugu_jax.convert --from /path/to/pytorch_model --to {config.base}`, "
@@ -90,11 +89,11 @@ def _datasets(config, tokenizer, workdir):
   if d.kind == "sft":
     fmt = ChatFormat(tokenizer)
     train = L.sft_dataset(list(d.train), fmt, cfg, rejected_path=os.path.join(workdir, "rejected.jsonl"), **kw)
-    per_epoch = L.count_batches(list(d.train), fmt, cfg, kind="sft")
+    per_epoch = L.count_batches(list(d.train), fmt, cfg)
     val = (lambda: L.sft_dataset(list(d.validation), fmt, eval_cfg, **kw)) if d.validation else None
   elif d.kind == "pretrain":
     train = L.pretrain_dataset(list(d.train), tokenizer, cfg, **kw)
-    per_epoch = L.count_batches(list(d.train), tokenizer, cfg, kind="pretrain")
+    per_epoch = L.count_pretrain_batches(list(d.train), tokenizer, cfg)
     val = (lambda: L.pretrain_dataset(list(d.validation), tokenizer, eval_cfg, **kw)) if d.validation else None
   else:
     raise TrainingError(f"data.kind={d.kind!r}; use 'sft' or 'pretrain'")
@@ -123,7 +122,8 @@ def train_and_evaluate(config, *, log_to_console: bool = True) -> RunResult:
   if total_steps < 1:
     raise TrainingError(f"no training steps: {per_epoch} batches per epoch; add data or lower data.batch_size")
 
-  mesh = sh.make_mesh(tuple(config.mesh.shape))
+  devices = jax.devices()[: config.mesh.devices] if config.mesh.devices else None
+  mesh = sh.make_mesh(tuple(config.mesh.shape), devices=devices)
   dp = sh.data_parallel_size(mesh)
   if config.data.batch_size % (dp * t.grad_accum):
     raise TrainingError(f"data.batch_size={config.data.batch_size} must be divisible by grad_accum ({t.grad_accum}) x "
@@ -187,7 +187,6 @@ def train_and_evaluate(config, *, log_to_console: bool = True) -> RunResult:
       batch = next(data_iter)
       if int(np.sum(batch["loss_mask"])) == 0:
         logger.warn_empty_batch(step)
-      t0 = time.perf_counter()
       state, metrics = p_train(state, sh.shard_batch(batch, mesh))
       if step % t.log_every == 0 or step == total_steps or step == start + 1:
         metrics = _to_host(metrics)
@@ -195,7 +194,7 @@ def train_and_evaluate(config, *, log_to_console: bool = True) -> RunResult:
           raise TrainingDiverged(
               f"loss is {metrics['loss']} at step {step}; last good checkpoint: step {ckpts.latest_step()} in "
               f"{ckpts.directory}. Lower optim.lr or check the data, then resume.")
-        last_metrics = logger.log_train(step, metrics, time.perf_counter() - t0)
+        last_metrics = logger.log_train(step, metrics)
       else:
         logger.count_tokens(int(np.sum(batch["segment_ids"] > 0)), int(np.sum(batch["loss_mask"])))
       val_metrics = None
@@ -264,7 +263,8 @@ def export_model(config, workdir, state: TrainState, model_cfg, lora_cfg, tokeni
   if jax.process_index() != 0:
     return out
   if lora_cfg is not None:
-    save_model(out, cfg, lora=trainable["lora"], lora_config=lora_cfg, base=config.base, tokenizer=tokenizer,
+    save_model(out, cfg, lora=trainable["lora"], lora_config=lora_cfg, base=resolve_model_dir(config.base),
+               tokenizer=tokenizer,
                overwrite=True, extra={"trained_steps": int(state.step)})
   else:
     save_model(out, cfg, params=trainable["params"], tokenizer=tokenizer, overwrite=True,

@@ -50,7 +50,7 @@ class MetricsLogger:
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.peak, self.fpt = peak_flops, flops_per_token
     self.console = console and self.is_main
-    self._tokens = self._loss_tokens = 0
+    self._tokens = self._loss_tokens = self._steps = 0
     self._t_last = time.perf_counter()
     self.empty_batches = 0
     self.tb = None
@@ -75,6 +75,7 @@ class MetricsLogger:
   def count_tokens(self, real: int, loss_tokens: int) -> None:
     self._tokens += real
     self._loss_tokens += loss_tokens
+    self._steps += 1
     if self.bar:
       self.bar.update(1)
 
@@ -82,16 +83,17 @@ class MetricsLogger:
     self.empty_batches += 1
     self.info(f"warning: batch at step {step} has no loss tokens (all-zero loss mask); it adds no gradient")
 
-  def log_train(self, step: int, metrics: dict, step_seconds: float) -> dict:
+  def log_train(self, step: int, metrics: dict) -> dict:
+    """Throughput is measured between log steps (dispatch is asynchronous: one step's wall time means little)."""
     self.count_tokens(int(metrics["real_tokens"]), int(metrics["loss_tokens"]))
     now = time.perf_counter()
     elapsed = max(now - self._t_last, 1e-9)
     rec = {"step": step, **{k: float(v) for k, v in metrics.items()}, "tokens_per_s": self._tokens / elapsed,
-           "loss_tokens_per_s": self._loss_tokens / elapsed, "step_time_s": step_seconds,
+           "loss_tokens_per_s": self._loss_tokens / elapsed, "step_time_s": elapsed / max(self._steps, 1),
            "empty_batches": self.empty_batches}
     if self.peak:
       rec["mfu"] = rec["tokens_per_s"] * self.fpt / self.peak
-    self._tokens = self._loss_tokens = 0
+    self._tokens = self._loss_tokens = self._steps = 0
     self._t_last = now
     self._write(rec)
     if self.bar:
