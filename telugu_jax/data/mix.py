@@ -40,8 +40,8 @@ RULES = (  # (type, pattern on the first user turn); order matters
                  r"|write (?:a|an) "),
     ("question", r"[?？]\s*$|^(?:what|who|when|where|why|how|which|is|are|do|does|can)\b|ఏమిటి|ఎవరు|ఎక్కడ|ఎప్పుడు"
                  r"|ఎందుకు|ఎలా|ఎన్ని|ఏది|ఎంత|ఏమి|ఏ\s"),
-    ("command", r"(?:ండి|ుము|చెప్పు|రాయి|ఇవ్వు|చేయి|వివరించు)[.!]?\s*$|^(?:list|give|explain|describe|write|make|create|name|tell|find|classify"
-                r"|generate|rewrite|convert|edit|suggest|identify|provide)\b|చెప్పండి|ఇవ్వండి|వివరించండి|రాయండి"
+    ("command", r"(?:ండి|ుము|చెప్పు|రాయి|ఇవ్వు|చేయి|వివరించు)[.!]?\s*$"
+                r"|^(?:list|give|explain|describe|write|make|create|name|tell|find|classify|generate|rewrite|convert|edit|suggest|identify|provide)\b|చెప్పండి|ఇవ్వండి|వివరించండి|రాయండి"
                 r"|రాయి|జాబితా|వర్గీకరించ"),
 )
 _RULES = tuple((t, re.compile(p, re.I | re.M)) for t, p in RULES)

@@ -23,7 +23,7 @@ def field(row: Any, key: str, where: str, *, required: bool = True, default: str
 
 
 def make(id: str, source: str, turns: list[tuple[str, str]], where: str, *,
-         template: ChatTemplate = DEFAULT_TEMPLATE, **meta) -> Conversation:
+         chat_template: ChatTemplate = DEFAULT_TEMPLATE, **meta) -> Conversation:
   """A checked conversation: alternating user/assistant, ends with assistant, no empty turn, no forged
   role marker. Each failure is a `RecordError` with its own reason."""
   if not turns:
@@ -35,7 +35,7 @@ def make(id: str, source: str, turns: list[tuple[str, str]], where: str, *,
                         reason="bad_turns")
     if not content.strip():
       raise RecordError(f"turn {i} ({role}) is empty", where, reason="empty_turn")
-    if m := template.forged_marker(content):
+    if m := chat_template.forged_marker(content):
       raise RecordError(f"turn {i} ({role}) has a line starting with the role marker {m!r}", where,
                         reason="forged_role_marker")
   if turns[-1][0] != "assistant":
