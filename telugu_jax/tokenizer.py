@@ -17,6 +17,8 @@ import os
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+import numpy as np
+
 
 class TokenizerError(ValueError):
   pass
@@ -64,18 +66,12 @@ class SentencePieceTokenizer:
 
   def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
     proto = self.sp.encode(text, return_type="proto")
-    # Offsets come as UTF-8 byte positions; map them to characters. Byte-fallback pieces of one
-    # character all start at that character's first byte.
-    byte_to_char = [0] * (len(text.encode("utf-8")) + 1)
-    pos = 0
-    for ci, ch in enumerate(text):
-      n = len(ch.encode("utf-8"))
-      for j in range(n):
-        byte_to_char[pos + j] = ci
-      pos += n
-    byte_to_char[pos] = len(text)
+    # Offsets come as UTF-8 byte positions; map them to characters: a byte starts a character unless it
+    # is a continuation byte (10xxxxxx). Byte-fallback pieces of one character all start at its first byte.
+    raw = np.frombuffer(text.encode("utf-8"), np.uint8)
+    byte_to_char = np.append(np.cumsum((raw & 0xC0) != 0x80) - 1, len(text))
     ids = [p.id for p in proto.pieces]
-    starts = [byte_to_char[p.begin] for p in proto.pieces]
+    starts = byte_to_char[[p.begin for p in proto.pieces]].tolist() if ids else []
     return ids, starts
 
   def decode(self, ids: Sequence[int]) -> str:
