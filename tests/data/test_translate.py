@@ -161,3 +161,80 @@ def test_kill_half_way_and_resume(tmp_path, fake_openai):
   assert all(t.content == "అనువాదం: " + orig.content for r in out
              for t, orig in zip(r.turns, next(x for x in recs if x.id == r.id).turns, strict=True))
   assert json.loads(done.stdout.strip().splitlines()[-1])["out"] == len(recs)
+
+
+# ---- IndicTrans2 path on a tiny random seq2seq model made here ----------------------------------------
+SENTS = ["The farmer waters the garden.", "My sister reads a book.", "The teacher sings.", "Run this:",
+         "Then stop.", "Hello there.", "The old king walks to the river with his two brothers, slowly,"]
+
+
+@pytest.fixture(scope="module")
+def tiny_seq2seq(tmp_path_factory):
+  import torch
+  import transformers
+  from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+  d = tmp_path_factory.mktemp("it2")
+  # word-level, so the (random) output decodes to words and differs visibly from input to input
+  tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.Whitespace()
+  tok.train_from_iterator(SENTS + ["eng_Latn tel_Telu", "తెలుగు భాష చాలా మధురమైన భాష ."],
+                          trainers.WordLevelTrainer(special_tokens=["<pad>", "<s>", "</s>", "<unk>"],
+                                                    show_progress=False))
+  fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="<pad>", bos_token="<s>",
+                                              eos_token="</s>", unk_token="<unk>")
+  fast.save_pretrained(d)
+  torch.manual_seed(0)
+  cfg = transformers.BartConfig(vocab_size=tok.get_vocab_size(), d_model=16, encoder_layers=1, decoder_layers=1,
+                                encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=24,
+                                decoder_ffn_dim=24, max_position_embeddings=128, init_std=0.5, pad_token_id=0,
+                                bos_token_id=1, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=None)
+  transformers.BartForConditionalGeneration(cfg).eval().save_pretrained(d)
+  return str(d)
+
+
+def test_indictrans2_batching_cache_split_reassembly(tmp_path, tiny_seq2seq):
+  import torch
+  import transformers
+
+  from telugu_jax.data.translate import Translator
+  from telugu_jax.data.translate.cache import TranslationCache
+  from telugu_jax.data.translate.indictrans2 import IndicTrans2Backend
+
+  # independent reference: the model called on one sentence at a time, with the IndicTrans2 tag prefix
+  tok = transformers.AutoTokenizer.from_pretrained(tiny_seq2seq)
+  net = transformers.AutoModelForSeq2SeqLM.from_pretrained(tiny_seq2seq).eval()
+
+  def ref(sentence):
+    enc = tok(["eng_Latn tel_Telu " + sentence], return_tensors="pt")
+    with torch.inference_mode():
+      out = net.generate(**enc, max_new_tokens=6, num_beams=1, do_sample=False)
+    return tok.batch_decode(out, skip_special_tokens=True)[0].strip()
+
+  backend = IndicTrans2Backend(tiny_seq2seq, batch_size=3, max_new_tokens=6, device="cpu")
+  backend.processor = None  # the toolkit's own pre/post-processing is not what this test checks
+  cache = TranslationCache(tmp_path / "c.sqlite")
+  tr = Translator(backend, cache, max_sentence_chars=40)
+  texts = [f"{SENTS[0]} {SENTS[1]}\n{SENTS[2]}", f"{SENTS[3]}\n```py\nx = 1\n```\n{SENTS[4]}", SENTS[5],
+           SENTS[6], "తెలుగు వాక్యం."]
+  out = tr.translate_texts(texts)
+  assert len({ref(x) for x in SENTS}) >= 5  # the noise differs by input, so a swapped piece would show
+  long_a, long_b = "The old king walks to the river with", "his two brothers, slowly,"  # cut at 40 characters
+  assert out[0] == f"{ref(SENTS[0])} {ref(SENTS[1])}\n{ref(SENTS[2])}"
+  assert out[1] == f"{ref(SENTS[3])}\n```py\nx = 1\n```\n{ref(SENTS[4])}"    # code verbatim, prose translated
+  assert out[2] == ref(SENTS[5])
+  assert out[3] == f"{ref(long_a)} {ref(long_b)}"                           # a long sentence split, rejoined
+  assert out[4] == "తెలుగు వాక్యం."                                         # nothing to translate: not sent
+  assert [len(b) for b in backend.batches] == [3, 3, 2]                     # 8 unique units in batches of 3
+  lengths = [n for b in backend.batches for n in b]
+  assert lengths == sorted(lengths)                                         # length-sorted batches
+  assert tr.stats["sent"] == 8 and len(cache) == 8
+
+  again = Translator(backend, cache, max_sentence_chars=40).translate_texts(texts)
+  assert again == out and len(backend.batches) == 3                         # all from the cache: no new batch
+
+  write_jsonl(tmp_path / "in.jsonl", [Conversation.single("a", texts[0], texts[2])])
+  s = run_translate([str(tmp_path / "in.jsonl")], str(tmp_path / "out"), _cfg("unused", backend="indictrans2"),
+                    backend=backend, cache_path=str(tmp_path / "c.sqlite"), progress=False)
+  assert s["out"] == 1 and s["cache_hits"] == 4 and s["sent"] == 0
+  assert read_jsonl(tmp_path / "out" / "records.jsonl")[0].turns[1].content == out[2]

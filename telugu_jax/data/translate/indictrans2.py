@@ -44,7 +44,7 @@ class IndicTrans2Backend:
       self.processor = IndicProcessor(inference=True)
     except ImportError:
       self.processor = None
-    self.batches: list[int] = []  # sizes of the batches sent, for tests and logs
+    self.batches: list[list[int]] = []  # character lengths of the texts in each batch sent, for tests and logs
 
   def preprocess(self, texts: list[str]) -> list[str]:
     if self.processor is not None:
@@ -72,7 +72,7 @@ class IndicTrans2Backend:
         for i in idx:
           on_done(i, e, {})
         continue
-      self.batches.append(len(idx))
+      self.batches.append([len(texts[i]) for i in idx])
       n_in = enc["attention_mask"].sum(dim=1).tolist()
       n_out = (out != (self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else -1)).sum(1).tolist()
       for j, i in enumerate(idx):
