@@ -1,4 +1,4 @@
-"""~1M-parameter SFT run on the bundled demo conversations, for tests: under a minute on 2 CPU cores.
+"""~0.25M-parameter SFT run on the bundled demo conversations, for tests: under a minute on 2 CPU cores.
 
 The test suite trains it once per session (tests/conftest.py `smoke_run`); chat, evaluate, serve and
 export tests share that run.

@@ -73,7 +73,7 @@ def hf_tokenizer_dir(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-  """The suite's one end-to-end training run (~1M params, under a minute): tokenizer, a pretrained
+  """The suite's one end-to-end training run (~0.25M params, under a minute): tokenizer, a pretrained
   `smoke` base and a LoRA SFT adapter on the bundled conversations, made by the demo's own code.
   Chat, evaluate, serve and export tests share it."""
   from telugu_jax import demo

@@ -76,7 +76,7 @@ class LlamaConfig:
 
   @classmethod
   def smoke(cls, **kw) -> LlamaConfig:
-    """~1M parameters: the test suite's shared end-to-end run."""
+    """~0.25M parameters: the test suite's shared end-to-end run."""
     base = dict(vocab_size=512, d_model=96, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=24, ffn_dim=256,
                 max_seq_len=256, tie_embeddings=True, dtype="float32")
     return cls(**{**base, **kw})
