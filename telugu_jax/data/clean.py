@@ -102,12 +102,11 @@ def _string_repeat(n: int) -> re.Pattern:
 
 
 def telugu_ratio(text: str) -> tuple[float, int]:
-  """(Telugu letters / all letters, number of letters); (1.0, 0) for text without letters."""
+  """(Telugu-block characters / letters, number of letters); (1.0, 0) for text without letters.
+  Letters: the Telugu block (its letters, vowel signs and rare digits) plus letters of other scripts."""
   # Every U+0C00-U+0C7F character is E0 B0 xx or E0 B1 xx in UTF-8: counting bytes is ~10x faster than a regex.
   b = text.encode()
   te = b.count(b"\xe0\xb0") + b.count(b"\xe0\xb1")
-  if te:
-    te -= sum(text.count(d) for d in "౦౧౨౩౪౫౬౭౮౯")
   n = te + len(OTHER_LETTER.findall(text))
   return (te / n if n else 1.0), n
 
@@ -139,6 +138,18 @@ def _repetition(text: str, cfg: CleanConfig) -> str | None:
   return None
 
 
+_SEP = "\n|\n"  # joins turns so one regex pass covers a record; "|" stops a Latin-word run at a turn's end
+
+
+def _turn_at(turns, pos: int) -> tuple[int, int]:
+  """(turn index, offset in it) of a position in _SEP.join(contents)."""
+  for i, t in enumerate(turns):
+    if pos <= len(t.content):
+      return i, pos
+    pos -= len(t.content) + len(_SEP)
+  return len(turns) - 1, pos
+
+
 def check(conv: Conversation, cfg: CleanConfig = CleanConfig(),
           template: ChatTemplate = DEFAULT_TEMPLATE) -> tuple[str, str] | None:
   """(reason, detail) for the first failed check, or None; `conv` should already be NFC."""
@@ -149,9 +160,10 @@ def check(conv: Conversation, cfg: CleanConfig = CleanConfig(),
   for i, t in enumerate(turns):
     if m := template.forged_marker(t.content):
       return "forged_role_marker", f"turn {i} ({t.role}) has a line starting with {m!r}"
-  for i, t in enumerate(turns):
-    if m := BROKEN.search(t.content):
-      return "broken_script", f"turn {i} ({t.role}) has {m.group()!r} at {m.start()}"
+  joined = _SEP.join(t.content for t in turns)
+  if m := BROKEN.search(joined):
+    i, at = _turn_at(turns, m.start())
+    return "broken_script", f"turn {i} ({turns[i].role}) has {m.group()!r} at {at}"
   total = 0
   for i, t in enumerate(turns):
     n = len(t.content)
@@ -167,34 +179,34 @@ def check(conv: Conversation, cfg: CleanConfig = CleanConfig(),
   user_text = "\n".join(t.content for t in turns if t.role == "user")
   translation = cfg.allow_translation_tasks and bool(TRANSLATION_TASK.search(user_text))
   prose = [strip_protected(t.content) for t in turns]
-  allowed = {w.casefold() for w in LATIN_WORD.findall(strip_protected(user_text))}
+  ratios = [telugu_ratio(p) for p in prose]
+  latin = [LATIN_WORD.findall(p) for p in prose]
+  allowed = {w.casefold() for t, ws in zip(turns, latin, strict=True) if t.role == "user" for w in ws}
   if not translation:
-    for i, (t, p) in enumerate(zip(turns, prose, strict=True)):
-      ratio, n = telugu_ratio(p)
+    for i, (ratio, n) in enumerate(ratios):
       if n >= cfg.untranslated_min_letters and ratio < cfg.untranslated_ratio:
-        return "untranslated", f"turn {i} ({t.role}) is {1 - ratio:.0%} non-Telugu letters"
-    run = _latin_run(cfg.max_latin_run)
-    for i, (t, p) in enumerate(zip(turns, prose, strict=True)):
-      if m := run.search(p):
-        return "half_translated", f"turn {i} ({t.role}) has English words in a row: {m.group()[:60]!r}"
-    words = latin = 0
-    for t, p in zip(turns, prose, strict=True):
-      if t.role == "assistant":
-        words += len(p.split())
-        latin += sum(w.casefold() not in allowed for w in LATIN_WORD.findall(p))
-    if words >= cfg.leakage_min_words and latin / words > cfg.max_latin_word_frac:
-      return "english_leakage", f"{latin} of {words} assistant words are Latin-script and not in the instruction"
-  # Latin words the instruction itself uses (names, technical terms) may appear anywhere without counting
-  # against the record; other scripts and other Latin words do.
-  kept = [LATIN_WORD.sub(lambda m: "" if m.group().casefold() in allowed else m.group(), p) for p in prose]
-  ratio, n = telugu_ratio("\n".join(kept))
+        return "untranslated", f"turn {i} ({turns[i].role}) is {1 - ratio:.0%} non-Telugu letters"
+    if any(latin) and (m := _latin_run(cfg.max_latin_run).search(_SEP.join(prose))):
+      i = next(k for k, p in enumerate(prose) if m.group().split("\n|\n")[0] in p)
+      return "half_translated", f"turn {i} ({turns[i].role}) has English words in a row: {m.group()[:60]!r}"
+    words = sum(len(p.split()) for t, p in zip(turns, prose, strict=True) if t.role == "assistant")
+    foreign = sum(w.casefold() not in allowed for t, ws in zip(turns, latin, strict=True) if t.role == "assistant"
+                  for w in ws)
+    if words >= cfg.leakage_min_words and foreign / words > cfg.max_latin_word_frac:
+      return "english_leakage", f"{foreign} of {words} assistant words are Latin-script and not in the instruction"
   if translation:
-    best = max(telugu_ratio(p)[0] if telugu_ratio(p)[1] else 0.0 for p in prose)
+    best = max(r if n else 0.0 for r, n in ratios)
     if best < cfg.min_translation_ratio:
       return "low_telugu_ratio", f"translation task with no Telugu turn (best turn ratio {best:.2f})"
-  elif n and ratio < cfg.min_telugu_ratio:
-    return "low_telugu_ratio", f"Telugu letters are {ratio:.2f} of letters (< {cfg.min_telugu_ratio})"
-  visarga, u_i, n_words = word_endings("\n".join(prose))
+  else:
+    # Latin words the instruction itself uses (names, technical terms) may appear anywhere without counting
+    # against the record; other scripts and other Latin words do.
+    te = sum(r * n for r, n in ratios)
+    n = sum(n for _, n in ratios) - sum(len(w) - w.count("'") - w.count("’") - w.count("-")
+                                         for ws in latin for w in ws if w.casefold() in allowed)
+    if n > 0 and te / n < cfg.min_telugu_ratio:
+      return "low_telugu_ratio", f"Telugu letters are {te / n:.2f} of letters (< {cfg.min_telugu_ratio})"
+  visarga, u_i, n_words = word_endings(joined)
   if n_words >= 15 and (visarga > cfg.max_visarga_final_frac or u_i < cfg.min_u_i_final_frac):
     return "not_telugu_language", (f"of {n_words} Telugu-script words {visarga:.0%} end in visarga and {u_i:.0%} in "
                                    "-ు/-ి (Sanskrit-like)")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import re
 import unicodedata
 import zlib
 from collections.abc import Sequence
@@ -50,13 +51,14 @@ class DedupeConfig:
 
 
 @functools.cache
-def _punct_table() -> dict[int, str]:
-  """Every punctuation/symbol code point in the BMP maps to a space (built once, on first use)."""
-  return {c: " " for c in range(0x10000) if unicodedata.category(chr(c))[0] in "PS"}
+def _punct() -> re.Pattern:
+  """A character class of every punctuation/symbol code point in the BMP (built once, on first use)."""
+  chars = "".join(chr(c) for c in range(0x10000) if unicodedata.category(chr(c))[0] in "PS")
+  return re.compile("[" + re.escape(chars) + "]+")
 
 
 def normalise(text: str) -> str:
-  text = unicodedata.normalize("NFC", text).casefold().translate(_punct_table())
+  text = _punct().sub(" ", unicodedata.normalize("NFC", text).casefold())
   return " ".join(text.split())
 
 
@@ -65,15 +67,16 @@ def dedupe_text(conv: Conversation) -> str:
 
 
 def shingles(text: str, k: int) -> np.ndarray:
-  """Distinct 32-bit hashes of the character k-grams: [n] uint32 (a rolling polynomial hash in numpy;
-  hashing each k-gram string in Python is ~10x slower and this is the stage's hot loop)."""
+  """32-bit hashes of the character k-grams: [n] (a rolling polynomial hash in numpy; hashing each k-gram
+  string in Python is ~10x slower and this is the stage's hot loop). Repeats are left in: a minimum
+  does not change when a value appears twice."""
   cps = np.frombuffer(text.encode("utf-32-le"), np.uint32).astype(np.uint64)
   if len(cps) < k:
     return np.array([zlib.crc32(text.encode())], np.uint64)
   h = np.zeros(len(cps) - k + 1, np.uint64)
   for j in range(k):
     h = (h * np.uint64(1_000_003) + cps[j:len(cps) - k + 1 + j]) & np.uint64(0xFFFFFFFF)
-  return np.unique(h)
+  return h
 
 
 def _identity(x):
@@ -81,11 +84,13 @@ def _identity(x):
 
 
 def minhashes(texts: Sequence[str], cfg: DedupeConfig) -> list:
+  """datasketch MinHashes of the texts' k-gram hashes. Each text's hashes go in as one numpy array (the
+  per-item hash is the identity), so datasketch permutes them in one vectorised step instead of a
+  Python call per k-gram; test_dedupe checks this equals feeding the values one by one."""
   from datasketch import MinHash
 
-  # The k-gram hashes are already 32-bit integers, so datasketch's per-item hash is the identity.
-  return MinHash.bulk((shingles(t, cfg.shingle).tolist() for t in texts), num_perm=cfg.num_perm,
-                      hashfunc=_identity)
+  return list(MinHash.generator(([shingles(t, cfg.shingle)] for t in texts), num_perm=cfg.num_perm,
+                                hashfunc=_identity))
 
 
 def _rank(conv: Conversation, prefer: Sequence[str]) -> tuple:

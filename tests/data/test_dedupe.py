@@ -30,6 +30,19 @@ def test_minhash_estimates_jaccard():
     assert abs(mh[0].jaccard(mh[i]) - exact) < 0.1, (i, exact)
 
 
+def test_vectorised_minhash_equals_item_by_item():
+  import numpy as np
+  from datasketch import MinHash
+
+  from telugu_jax.data.dedupe import shingles
+
+  text = dedupe_text(C("a", "ప్రశ్న", BASE))
+  ours = minhashes([text], DedupeConfig())[0]
+  ref = MinHash(num_perm=128, hashfunc=lambda x: x)
+  ref.update_batch([int(v) for v in set(shingles(text, 5).tolist())])
+  assert np.array_equal(ours.hashvalues, ref.hashvalues)
+
+
 def test_exact_near_and_kept_copy(tmp_path):
   q = "హైదరాబాదు గురించి చెప్పండి."
   one_word = BASE.replace("ప్రసిద్ధ", "ప్రఖ్యాత")          # near duplicate
