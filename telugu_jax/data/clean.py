@@ -225,8 +225,10 @@ def normalise(conv: Conversation) -> Conversation:
 def clean_into(stage: Stage, paths: Sequence[str], cfg: CleanConfig = CleanConfig()) -> None:
   for path in paths:
     def bad_line(err, line):
+      if stage.done(err.where):  # rejected by the run that was killed
+        return
       stage.count_in()
-      stage.reject("malformed", raw=line.rstrip("\n"), where=err.where, detail=str(err))
+      stage.reject("malformed", raw=line.rstrip("\n"), where=err.where, detail=str(err), key=err.where)
 
     for conv in iter_jsonl(path, on_error=bad_line):
       if stage.done(conv.id):

@@ -5,7 +5,7 @@ import unicodedata
 import pytest
 
 from telugu_jax.data.clean import CleanConfig, check, normalise, run_clean, telugu_ratio
-from telugu_jax.data.records import Conversation, write_jsonl
+from telugu_jax.data.records import Conversation, read_jsonl, write_jsonl
 
 from .conftest import TELUGU_PAIRS, assert_books_balance
 
@@ -100,3 +100,22 @@ def test_clean_stage_books_and_resume(tmp_path):
   expected = {f"r{i}": reason for i, (_, _, reason) in enumerate(CASES)}
   assert {r["id"]: r["reason"] for r in rejected if "id" in r} == expected
   assert [r["reason"] for r in rejected if "id" not in r] == ["malformed"]
+
+
+def test_clean_resumes_after_a_kill(tmp_path):
+  records = [C(f"ok{i}", u, a) for i, (u, a) in enumerate(TELUGU_PAIRS)] + [C("bad", "ఏ?", "The answer is in English.")]
+  src = tmp_path / "in.jsonl"
+  write_jsonl(src, records)
+  with src.open("a") as f:
+    f.write("{broken\n")
+  full = run_clean([str(src)], str(tmp_path / "out"), progress=False)
+  # as if killed after three records: no summary, the records file cut mid-line
+  (tmp_path / "out" / "summary.json").unlink()
+  lines = (tmp_path / "out" / "records.jsonl").read_text().splitlines(keepends=True)
+  (tmp_path / "out" / "records.jsonl").write_text("".join(lines[:3]) + lines[3][:10])
+  again = run_clean([str(src)], str(tmp_path / "out"), progress=False)
+  s, rejected = assert_books_balance(tmp_path / "out")
+  assert again["resumed_from"] == 3 + len(rejected)
+  assert (s["in"], s["out"], s["rejected"]) == (full["in"], full["out"], full["rejected"])
+  assert sorted(r.id for r in read_jsonl(tmp_path / "out" / "records.jsonl")) == sorted(
+      f"ok{i}" for i in range(len(TELUGU_PAIRS)))

@@ -150,8 +150,10 @@ def translate_into(stage: Stage, paths: Sequence[str], translator: Translator, c
   def records():
     for path in paths:
       def bad_line(err, line):
+        if stage.done(err.where):  # rejected by the run that was killed
+          return
         stage.count_in()
-        stage.reject("malformed", raw=line.rstrip("\n"), where=err.where, detail=str(err))
+        stage.reject("malformed", raw=line.rstrip("\n"), where=err.where, detail=str(err), key=err.where)
 
       yield from iter_jsonl(path, on_error=bad_line)
 
