@@ -69,6 +69,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.min_delta = 0.0
   c.train.async_checkpoint = True
   c.train.peak_tflops = 0.0            # per device, for MFU; 0: look up the device kind
+  c.train.sample_every = 0             # greedy answers to sample_prompts every N steps (0: off) -> samples.jsonl
+  c.train.sample_prompts = ("తెలుగు భాష గురించి రెండు వాక్యాలు చెప్పండి.", "ఆరోగ్యంగా ఉండటానికి మూడు చిట్కాలు ఇవ్వండి.",
+                            "ఈ వాక్యాన్ని తెలుగులోకి అనువదించండి: I like to read books.")
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (1, -1, 1)            # (data, fsdp, tensor); -1 takes the remaining devices

@@ -205,6 +205,8 @@ def train_and_evaluate(config, *, log_to_console: bool = True) -> RunResult:
           best_val, bad_evals = val_metrics["val_loss"], 0
         else:
           bad_evals += 1
+      if t.sample_every and (step % t.sample_every == 0 or step == total_steps):
+        write_samples(workdir, step, state, model_cfg, lora_cfg, tokenizer, list(t.sample_prompts), logger)
       if step % t.save_every == 0 or step == total_steps or (t.patience and bad_evals >= t.patience):
         ckpts.save(step, _to_host_state(state), data_iter.get_state(), metrics=val_metrics, force=True)
       if t.patience and bad_evals >= t.patience:
@@ -230,6 +232,26 @@ def evaluate(p_eval, state: TrainState, dataset, mesh) -> dict:
   loss = sums["ce_sum"] / n
   return {"val_loss": loss, "val_ppl": float(math.exp(min(loss, 50.0))), "val_accuracy": sums["correct"] / n,
           "val_tokens": sums["tokens"]}
+
+
+def write_samples(workdir, step, state: TrainState, model_cfg, lora_cfg, tokenizer, prompts, logger) -> None:
+  """Greedy answers to fixed prompts, so a run's progress can be read, not only plotted (WORKDIR/samples.jsonl)."""
+  from telugu_jax.chat_format import ChatFormat
+  from telugu_jax.data.records import Turn
+  from telugu_jax.generate import Generator, SamplingConfig
+
+  if jax.process_index() != 0 or not prompts:
+    return
+  variables = _to_host({**state.frozen, **state.trainable})
+  gen = Generator(model_cfg.replace(remat=False), variables, tokenizer=tokenizer, lora_config=lora_cfg)
+  fmt = ChatFormat(tokenizer)
+  outs = gen.generate([fmt.encode_prompt([Turn("user", p)]) for p in prompts], SamplingConfig(max_new_tokens=48),
+                      stop_strings=fmt.template.stop_strings)
+  with open(os.path.join(workdir, "samples.jsonl"), "a", encoding="utf-8") as f:
+    for p, o in zip(prompts, outs, strict=True):
+      f.write(json.dumps({"step": step, "prompt": p, "answer": o.text.strip(), "finish_reason": o.finish_reason},
+                         ensure_ascii=False) + "\n")
+      logger.info(f"  [{step}] {p} -> {o.text.strip()[:120]} ({o.finish_reason})")
 
 
 def _to_host_state(state: TrainState) -> TrainState:

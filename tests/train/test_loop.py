@@ -82,6 +82,8 @@ def test_overfit_then_answers_and_stops(tmp_path, overfit_data, sp_tokenizer):
 
   cfg = tiny_full_config(tmp_path, overfit_data / "train.jsonl", overfit_data / "tok", steps=300)
   cfg.train.log_every = 50
+  cfg.train.sample_every = 300
+  cfg.train.sample_prompts = (PAIRS[1][0],)
   result = train_and_evaluate(cfg, log_to_console=False)
   log = [json.loads(line) for line in open(os.path.join(result.workdir, "metrics.jsonl"))]
   assert log[0]["loss"] > 3.0 and log[-1]["loss"] < 0.05, (log[0]["loss"], log[-1]["loss"])
@@ -94,6 +96,8 @@ def test_overfit_then_answers_and_stops(tmp_path, overfit_data, sp_tokenizer):
   for (_, answer), out in zip(PAIRS, outs, strict=True):
     assert out.text.strip() == answer
     assert out.finish_reason == "eos"
+  samples = [json.loads(line) for line in open(os.path.join(result.workdir, "samples.jsonl"))]
+  assert samples == [{"step": 300, "prompt": PAIRS[1][0], "answer": PAIRS[1][1], "finish_reason": "eos"}]
 
 
 def test_retention_keeps_latest_and_best(tmp_path):
@@ -202,3 +206,53 @@ def test_smoke_run_sft_beats_base(smoke_run):
   assert smoke_run["sft_ppl"]["tokens"] == smoke_run["base_ppl"]["tokens"] > 500
   assert smoke_run["sft_ppl"]["ppl"] < smoke_run["base_ppl"]["ppl"]
   assert os.path.isfile(os.path.join(smoke_run["sft"], "model.json"))
+
+
+def test_resume_on_more_devices(tmp_path, overfit_data):
+  """Checkpoints written on 1 device restore onto a 2-device mesh (new shardings); losses continue."""
+  if jax.device_count() < 2:
+    pytest.skip("needs the fake CPU devices of tests/conftest.py")
+  cfg = tiny_full_config(tmp_path, overfit_data / "train.jsonl", overfit_data / "tok", steps=12,
+                         save_every=4, keep_best=0)
+  cfg.optim.lr = 1e-3
+  train_and_evaluate(cfg, log_to_console=False)
+  want = _losses(cfg.workdir)
+  import shutil
+
+  shutil.rmtree(os.path.join(cfg.workdir, "checkpoints", "12"))  # as if killed after step 8's checkpoint
+  cfg.mesh.devices, cfg.mesh.shape = 2, (2, 1, 1)
+  result = train_and_evaluate(cfg, log_to_console=False)
+  assert result.steps == 12
+  got = _losses(cfg.workdir)  # the later lines (steps 9-12, resumed) overwrite the first run's
+  for step in range(9, 13):
+    np.testing.assert_allclose(got[step], want[step], rtol=1e-5)
+
+
+def test_nan_guard_names_step_and_checkpoint(tmp_path, overfit_data):
+  from telugu_jax.train.loop import TrainingDiverged
+
+  cfg = tiny_full_config(tmp_path, overfit_data / "train.jsonl", overfit_data / "tok", steps=20, save_every=2)
+  cfg.optim.name, cfg.optim.lr, cfg.optim.clip_norm = "sgd", 1e30, 0.0
+  with pytest.raises(TrainingDiverged, match=r"at step \d+; last good checkpoint: step \d+ in .*checkpoints"):
+    train_and_evaluate(cfg, log_to_console=False)
+
+
+def test_early_stopping(tmp_path, overfit_data):
+  cfg = tiny_full_config(tmp_path, overfit_data / "train.jsonl", overfit_data / "tok", steps=40, eval_every=2,
+                         patience=2, min_delta=100.0)  # no evaluation can improve by 100 nats: stop after 3
+  cfg.data.validation = (str(overfit_data / "train.jsonl"),)
+  result = train_and_evaluate(cfg, log_to_console=False)
+  assert result.steps == 6
+  evals = [json.loads(line) for line in open(os.path.join(result.workdir, "metrics.jsonl")) if "val_loss" in line]
+  assert [e["step"] for e in evals] == [2, 4, 6]
+
+
+@pytest.mark.slow
+def test_300m_preset_runs_a_step_on_cpu(tmp_path):
+  """The plan's 300M model fits and runs a LoRA and a full step on CPU with batch 1 (slow: ~1-2 min)."""
+  sys.path.insert(0, os.path.join(REPO, "scripts"))
+  import benchmark
+
+  rows = benchmark.main(["--suite", "train", "--config", "300m", "--batch", "1", "--seq", "256", "--steps", "1",
+                         "--warmup", "1"])
+  assert {r["mode"] for r in rows} == {"lora", "full"} and all(r["tokens_per_s"] > 0 for r in rows)
