@@ -162,3 +162,14 @@ def test_stage_refuses_unbalanced_books_and_resumes(tmp_path, pairs_records):
   s, rejected = assert_books_balance(tmp_path / "b")
   assert s["in"] == 6 and s["out"] == 5 and s["rejected"] == {"x": 1}
   assert [r.id for r in read_jsonl(tmp_path / "b" / "records.jsonl")] == ["te/0", "te/2", "te/3", "te/4", "te/5"]
+
+
+def test_alpaca_seed_tasks_one_conversation_per_instance(tmp_path):
+  seed = [{"id": "seed_task_0", "name": "capitals", "instruction": "రాష్ట్ర రాజధాని పేరు చెప్పండి.",
+           "instances": [{"input": "తెలంగాణ", "output": "హైదరాబాదు"}, {"input": "కర్ణాటక", "output": "బెంగళూరు"}],
+           "is_classification": False},
+          {"id": "seed_task_1", "name": "empty", "instruction": "ఏదో", "instances": [], "is_classification": False}]
+  recs, rejected, s = _read(tmp_path, write_jsonl(tmp_path / "seed.jsonl", seed))
+  assert [r.id for r in recs] == ["seed/seed_task_0/0", "seed/seed_task_0/1"]
+  assert recs[1].turns[0].content == "రాష్ట్ర రాజధాని పేరు చెప్పండి.\n\nకర్ణాటక" and recs[1].turns[1].content == "బెంగళూరు"
+  assert (s["in"], s["out"], s["consumed"]) == (2, 2, 1) and [r["reason"] for r in rejected] == ["empty_turn"]

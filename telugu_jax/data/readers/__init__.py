@@ -48,7 +48,7 @@ def detect_format(row: Any) -> str | None:
     return "flan"
   if {"instruction", "response"} <= keys:
     return "dolly"
-  if {"instruction", "output"} <= keys:
+  if {"instruction", "output"} <= keys or {"instruction", "instances"} <= keys:
     return "alpaca"
   return None
 
@@ -94,7 +94,9 @@ def read_into(stage: Stage, paths: Sequence[str], fmt: str = "auto", source: str
       nid = _native_id(row)
       rid = f"{src}/{nid}" if nid is not None else (f"{src}/{i}" if len(paths) == 1 else f"{src}/{k}/{i}")
       try:
-        stage.keep(convert(row, where, rid, src, **extra))
+        conv = convert(row, where, rid, src, **extra)
+        for j, c in enumerate(conv if isinstance(conv, list) else [conv]):
+          stage.keep(c, consumed=int(j == 0))  # one input row, however many conversations it gives
       except RecordError as e:
         stage.reject(e.reason, raw=row, where=where, detail=str(e).removeprefix(f"{where}: "))
 
