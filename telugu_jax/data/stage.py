@@ -98,8 +98,9 @@ class Stage:
   """Context manager around one stage run; see the module docstring."""
 
   def __init__(self, name: str, out_dir: str | os.PathLike, *, input_hash: str | None = None, resume: bool = False,
-               progress: bool = True, total: int | None = None, unit: str = "rec"):
-    self.name, self.out_dir, self.input_hash = name, os.fspath(out_dir), input_hash
+               progress: bool = True, total: int | None = None, unit: str = "rec", retry: tuple[str, ...] = ()):
+    """`retry`: rejection reasons that a resumed run tries again (e.g. translate_failed after an outage)."""
+    self.name, self.out_dir, self.input_hash, self.retry = name, os.fspath(out_dir), input_hash, retry
     self.resume, self.progress, self.total, self.unit = resume, progress, total, unit
     self.n_in = self.n_out = self.n_consumed = 0
     self.rejected: Counter[str] = Counter()
@@ -121,9 +122,16 @@ class Stage:
     if os.path.exists(summary):
       os.remove(summary)  # from here on the directory is "in progress"
     mode = "w"
-    if self.resume and os.path.exists(self.records_path) and os.path.exists(self.rejected_path):
+    marker = os.path.join(self.out_dir, ".stage.json")  # which inputs the files in this directory come from
+    same = False
+    if os.path.exists(marker):
+      with open(marker, encoding="utf-8") as f:
+        same = json.load(f).get("input_hash") == self.input_hash
+    if same and self.resume and os.path.exists(self.records_path) and os.path.exists(self.rejected_path):
       self._load_partial()
       mode = "a"
+    with open(marker, "w", encoding="utf-8") as f:
+      json.dump({"stage": self.name, "input_hash": self.input_hash}, f)
     self._rec_f = open(self.records_path, mode, encoding="utf-8")
     self._rej_f = open(self.rejected_path, mode, encoding="utf-8")
     self._t0 = time.time()
@@ -146,12 +154,20 @@ class Stage:
         self.n_consumed += 1
         self.n_in += 1
     with open(self.rejected_path, encoding="utf-8") as f:
-      for line in f:
-        d = json.loads(line)
-        if d.get("key") is not None:
-          self._done.add(d["key"])
-        self.rejected[d["reason"]] += 1
-        self.n_in += 1
+      lines = f.readlines()
+    if self.retry:
+      keep = [line for line in lines if json.loads(line)["reason"] not in self.retry]
+      if len(keep) != len(lines):
+        with open(self.rejected_path, "w", encoding="utf-8") as f:
+          f.writelines(keep)
+        self.stats["retried"] = len(lines) - len(keep)
+      lines = keep
+    for line in lines:
+      d = json.loads(line)
+      if d.get("key") is not None:
+        self._done.add(d["key"])
+      self.rejected[d["reason"]] += 1
+      self.n_in += 1
     self.stats["resumed_from"] = self.n_in
 
   def done(self, key: str) -> bool:

@@ -119,3 +119,8 @@ def test_clean_resumes_after_a_kill(tmp_path):
   assert (s["in"], s["out"], s["rejected"]) == (full["in"], full["out"], full["rejected"])
   assert sorted(r.id for r in read_jsonl(tmp_path / "out" / "records.jsonl")) == sorted(
       f"ok{i}" for i in range(len(TELUGU_PAIRS)))
+  # other inputs in the same directory: a fresh run, nothing carried over from the old files
+  write_jsonl(src, records[:2])
+  (tmp_path / "out" / "summary.json").unlink()
+  s = run_clean([str(src)], str(tmp_path / "out"), progress=False)
+  assert (s["in"], s["out"]) == (2, 2) and "resumed_from" not in s

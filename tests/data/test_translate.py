@@ -104,6 +104,13 @@ def test_translate_endpoint(tmp_path, fake_openai):
                      progress=False)
   assert [t for t, _ in server.log[n:]] == ["FAIL400 please"] and s2["cache_hits"] == s2["units"] - 1
 
+  # a record that failed for good (an outage, a bad request) is retried by the next run, the rest kept
+  s3 = run_translate([str(tmp_path / "in.jsonl")], str(tmp_path / "out"), _cfg(server.url), cache_path=cache,
+                     progress=False)
+  assert server.attempts["FAIL400 please"] == 3 and s3["retried"] == 1 and s3["sent"] == 0
+  assert (s3["in"], s3["out"], s3["rejected"]) == (s["in"], s["out"], s["rejected"])
+  assert_books_balance(tmp_path / "out")
+
 
 SUBJECTS = ["The farmer", "My sister", "The teacher", "Our neighbour", "The old king"]
 ACTIONS = ["waters the garden", "reads a long book", "sings a sweet song", "cooks rice and dal",

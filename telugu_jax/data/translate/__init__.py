@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from telugu_jax.data.records import Conversation, Turn, iter_jsonl
-from telugu_jax.data.stage import Stage, cached, hash_files
+from telugu_jax.data.stage import Stage, cached, hash_files, load_summary
 from telugu_jax.data.translate.backend import Backend, OpenAIBackend
 from telugu_jax.data.translate.cache import TranslationCache, cache_key
 from telugu_jax.data.translate.protect import PlaceholderError, mask, split_code, unmask
@@ -193,13 +193,16 @@ def run_translate(paths: Sequence[str], out_dir: str, c: Any, *, backend: Backen
   """The translate stage with `config.translate` settings `c`; `backend` overrides `make_backend(c)`."""
   settings = {k: c[k] for k in ("backend", "model", "src_lang", "tgt_lang", "indictrans_model", "max_sentence_chars")}
   ihash = hash_files(paths, {"stage": "translate", "prompt": PROMPT_VERSION, **settings})
-  if not force and (done := cached(out_dir, ihash)):
-    return done
+  prev = load_summary(out_dir)
+  failed_before = bool(prev and prev.get("rejected", {}).get("translate_failed"))
+  if not force and not failed_before and (done := cached(out_dir, ihash)):
+    return done  # (records that failed for good, e.g. in an outage, are retried by the next run)
   cache = TranslationCache(cache_path or c.get("cache") or os.path.join(out_dir, "translate_cache.sqlite"))
   try:
     backend = backend or make_backend(c)
     translator = Translator(backend, cache, c.src_lang, c.tgt_lang, c.max_sentence_chars)
-    with Stage("translate", out_dir, input_hash=ihash, resume=True, progress=progress) as stage:
+    with Stage("translate", out_dir, input_hash=ihash, resume=True, progress=progress,
+               retry=("translate_failed",)) as stage:
       translate_into(stage, paths, translator, c.get("chunk", 64))
       cost = (translator.stats["prompt_tokens"] * c.get("price_in_per_m", 0.0)
               + translator.stats["completion_tokens"] * c.get("price_out_per_m", 0.0)) / 1e6
