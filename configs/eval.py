@@ -1,0 +1,51 @@
+"""Evaluation of the demo run: base vs SFT-LoRA (works right after `make demo`).
+
+    python -m telugu_jax.evaluate --config configs/eval.py
+
+Add systems by editing `c.systems` (e.g. "sft-full": "runs/full"); the first one named in `baseline`
+is what the others are compared with.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.mode = "full"                      # "full" | "report" (only import ratings and re-render from OUTPUT)
+  c.systems = {"base": "runs/demo/base", "sft-lora": "runs/demo/sft"}   # name -> run folder or model dir
+  c.baseline = "base"
+  c.output = "runs/demo/eval"
+
+  c.data = ml_collections.ConfigDict()
+  c.data.heldout = "runs/demo/data/val.jsonl"   # held-out conversations: assistant-token perplexity, answers
+  c.data.prose = "runs/demo/text/val.txt"       # held-out raw Telugu: forgetting ("" to skip)
+
+  c.questions = ml_collections.ConfigDict()
+  c.questions.path = "bundled"         # the 100-question set, or a Conversation JSONL of your own
+  c.questions.limit = 0                # 0: all
+  c.questions.per_category = 0         # 0: all
+
+  c.heldout_answers = ml_collections.ConfigDict()
+  c.heldout_answers.limit = 0          # answers to held-out prompts too: 0 all, N the first N, -1 none
+
+  c.perplexity = ml_collections.ConfigDict()
+  c.perplexity.max_seq_len = 512       # capped at each model's context
+  c.perplexity.batch_size = 8
+
+  c.generation = ml_collections.ConfigDict()
+  c.generation.max_new_tokens = 128
+  c.generation.temperature = 0.0       # greedy: reproducible answers, comparable systems
+  c.generation.top_p = 1.0
+  c.generation.repetition_penalty = 1.0
+  c.generation.seed = 0
+  c.generation.batch_size = 16
+
+  c.rating = ml_collections.ConfigDict()
+  c.rating.raters = ("rater1", "rater2")
+  c.rating.seed = 0
+  c.rating.sheets = ()                 # filled sheets (paths or globs) to import
+  c.rating.key = ""                    # default OUTPUT/rating/key.csv
+
+  c.report = ml_collections.ConfigDict()
+  c.report.samples = 12                # questions in the side-by-side table
+  return c
