@@ -78,6 +78,15 @@ def attention_mask(q_seg_bt, k_seg_bs, q_slot_t, k_slot_s) -> jax.Array:
 
 # ---- modules -------------------------------------------------------------------------------------
 
+def projection(block: nn.Module, name: str, features: int) -> LoraDense:
+  """A projection of `block` (Attention or MLP), with an adapter when `name` is a LoRA target.
+  Called inside the block's compact method, so the Dense is its child."""
+  c, lora = block.config, block.lora
+  return LoraDense(features, lora=lora if lora is not None and name in lora.targets else None,
+                   lora_enabled=block.lora_enabled, deterministic=block.deterministic, dtype=c.compute_dtype,
+                   param_dtype=c.weight_dtype, name=name)
+
+
 class RMSNorm(nn.Module):
   eps: float = 1e-5
   dtype: jnp.dtype = jnp.float32
@@ -98,19 +107,13 @@ class Attention(nn.Module):
   lora_enabled: bool = True
   deterministic: bool = True
 
-  def _proj(self, name, features):
-    c = self.config
-    lora = self.lora if self.lora is not None and name in self.lora.targets else None
-    return LoraDense(features, lora=lora, lora_enabled=self.lora_enabled, deterministic=self.deterministic,
-                     dtype=c.compute_dtype, param_dtype=c.weight_dtype, name=name)
-
   @nn.compact
   def __call__(self, x_btd, cos, sin, q_seg, k_seg, q_slot, k_slot, kv_cache=None):
     c = self.config
     b, t, _ = x_btd.shape
-    q = self._proj("q_proj", c.n_heads * c.head_dim)(x_btd).reshape(b, t, c.n_heads, c.head_dim)
-    k = self._proj("k_proj", c.n_kv_heads * c.head_dim)(x_btd).reshape(b, t, c.n_kv_heads, c.head_dim)
-    v = self._proj("v_proj", c.n_kv_heads * c.head_dim)(x_btd).reshape(b, t, c.n_kv_heads, c.head_dim)
+    q = projection(self, "q_proj", c.n_heads * c.head_dim)(x_btd).reshape(b, t, c.n_heads, c.head_dim)
+    k = projection(self, "k_proj", c.n_kv_heads * c.head_dim)(x_btd).reshape(b, t, c.n_kv_heads, c.head_dim)
+    v = projection(self, "v_proj", c.n_kv_heads * c.head_dim)(x_btd).reshape(b, t, c.n_kv_heads, c.head_dim)
     q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
     if kv_cache is not None:
       cache_k, cache_v, index = kv_cache
@@ -123,7 +126,7 @@ class Attention(nn.Module):
     out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
                                        scale=c.head_dim ** -0.5)
     out = out.reshape(b, t, c.n_heads * c.head_dim)
-    return self._proj("o_proj", c.d_model)(out), kv_cache
+    return projection(self, "o_proj", c.d_model)(out), kv_cache
 
 
 class MLP(nn.Module):
@@ -135,15 +138,8 @@ class MLP(nn.Module):
   @nn.compact
   def __call__(self, x_btd):
     c = self.config
-
-    def proj(name, features):
-      lora = self.lora if self.lora is not None and name in self.lora.targets else None
-      return LoraDense(features, lora=lora, lora_enabled=self.lora_enabled,
-                       deterministic=self.deterministic, dtype=c.compute_dtype,
-                       param_dtype=c.weight_dtype, name=name)
-
-    h_btf = nn.silu(proj("gate_proj", c.ffn_dim)(x_btd)) * proj("up_proj", c.ffn_dim)(x_btd)
-    return proj("down_proj", c.d_model)(h_btf)
+    h_btf = nn.silu(projection(self, "gate_proj", c.ffn_dim)(x_btd)) * projection(self, "up_proj", c.ffn_dim)(x_btd)
+    return projection(self, "down_proj", c.d_model)(h_btf)
 
 
 class DecoderLayer(nn.Module):
