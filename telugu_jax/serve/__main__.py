@@ -1,0 +1,126 @@
+"""Serve a model: `python -m telugu_jax.serve --checkpoint CKPT [--adapter NAME=DIR ...] [--port 8000]`.
+
+    python -m telugu_jax.serve --checkpoint runs/demo/sft
+    python -m telugu_jax.serve --checkpoint runs/demo/base --adapter sft=runs/demo/sft --api-key-env TJ_KEY
+    python -m telugu_jax.serve --checkpoint runs/demo/sft --rate-sheet eval/blind_sheet.csv   # /rate
+
+`--checkpoint` is served under its directory name (or `--name`); each `--adapter NAME=DIR` is that base
+with the LoRA adapter in DIR merged in, served as NAME; a request's `model` picks one. Binds 127.0.0.1
+unless `--host` says otherwise. With `--api-key-env NAME`, the key is read from that environment
+variable and every route requires it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from telugu_jax.chat import ChatError, load_chat
+from telugu_jax.model.io import ModelDirError, resolve_model_dir
+from telugu_jax.serve.engine import Engine, ServedModel
+from telugu_jax.serve.ratings import RatingError, RatingStore
+from telugu_jax.tokenizer import TokenizerError
+
+
+def model_name(path: str) -> str:
+  """A run folder's final model is `RUN/model`: name it after the run."""
+  path = os.path.abspath(resolve_model_dir(path)).rstrip(os.sep)
+  base = os.path.basename(path)
+  return os.path.basename(os.path.dirname(path)) if base == "model" else base
+
+
+def parse_adapters(specs: Sequence[str]) -> list[tuple[str, str]]:
+  out = []
+  for spec in specs:
+    name, sep, path = spec.partition("=")
+    if not sep or not name.strip() or not path.strip():
+      raise ChatError(f"--adapter {spec!r}: write it as NAME=DIR (the name requests use as their model)")
+    out.append((name.strip(), path.strip()))
+  return out
+
+
+def load_models(checkpoint: str, adapters: Sequence[tuple[str, str]], name: str | None = None
+                ) -> dict[str, ServedModel]:
+  """Every served model by name: the checkpoint, then the base with each adapter merged in."""
+  models: dict[str, ServedModel] = {}
+  for served_name, adapter in [(name or model_name(checkpoint), None), *adapters]:
+    if served_name in models:
+      raise ChatError(f"two models are named {served_name!r}: give each --adapter its own NAME (or use --name)")
+    generator, fmt = load_chat(checkpoint, adapter)
+    source = os.path.abspath(checkpoint) + ("" if adapter is None else f" + adapter {os.path.abspath(adapter)}")
+    models[served_name] = ServedModel(served_name, generator, fmt, source)
+  return models
+
+
+def load_safety(enabled: bool):
+  """The safety filter, when `telugu_jax.safety` exists (hook point: `app.SafetyFilter`)."""
+  if not enabled:
+    return None
+  import importlib.util
+
+  if importlib.util.find_spec("telugu_jax.safety") is None:
+    print("note: telugu_jax.safety is not built yet: serving without a safety filter", file=sys.stderr)
+    return None
+  return None
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(prog="python -m telugu_jax.serve", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  p.add_argument("--checkpoint", required=True, help="model directory (full weights, or an adapter with its base)")
+  p.add_argument("--name", help="the name --checkpoint is served under (default: its directory name)")
+  p.add_argument("--adapter", action="append", default=[], metavar="NAME=DIR",
+                 help="also serve --checkpoint with this LoRA adapter as model NAME (repeatable)")
+  p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+  p.add_argument("--port", type=int, default=8000)
+  p.add_argument("--api-key-env", metavar="NAME", help="environment variable holding the API key every route needs")
+  p.add_argument("--max-batch", type=int, default=16, help="requests decoded together at most")
+  p.add_argument("--batch-window-ms", type=float, default=20.0,
+                 help="how long the first waiting request waits for others to share its batch")
+  p.add_argument("--max-tokens", type=int, default=512, help="cap on a request's max_tokens")
+  p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request gives none")
+  p.add_argument("--rate-sheet", help="blind rating sheet (CSV from the evaluation kit) for the /rate page")
+  p.add_argument("--ratings-db", help="SQLite file the scores go to (default: beside the sheet, .sqlite)")
+  p.add_argument("--no-safety", action="store_true", help="serve without the safety filter")
+  return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = build_parser()
+  args = parser.parse_args(argv)
+  if args.max_batch < 1 or args.max_tokens < 1 or args.default_max_tokens < 1:
+    parser.error("--max-batch, --max-tokens and --default-max-tokens must be >= 1")
+  api_key = None
+  if args.api_key_env:
+    api_key = os.environ.get(args.api_key_env)
+    if not api_key:
+      parser.error(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
+  try:
+    models = load_models(args.checkpoint, parse_adapters(args.adapter), args.name)
+    ratings = None
+    if args.rate_sheet:
+      ratings = RatingStore(args.ratings_db or os.path.splitext(args.rate_sheet)[0] + ".sqlite", args.rate_sheet)
+  except (ChatError, ModelDirError, TokenizerError, RatingError, ValueError, OSError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  import uvicorn
+
+  from telugu_jax.serve.app import create_app
+
+  engine = Engine(models, max_batch=args.max_batch, batch_window_s=args.batch_window_ms / 1000)
+  app = create_app(engine, api_key=api_key, max_tokens_cap=args.max_tokens,
+                   default_max_tokens=min(args.default_max_tokens, args.max_tokens), ratings=ratings,
+                   safety=load_safety(not args.no_safety))
+  if args.host not in ("127.0.0.1", "localhost", "::1"):
+    print(f"warning: binding {args.host}: other machines can reach this server"
+          + ("" if api_key else " and no API key is set (--api-key-env)"), file=sys.stderr)
+  print(f"serving {', '.join(models)} on http://{args.host}:{args.port}/  (API: /v1/chat/completions)",
+        file=sys.stderr)
+  uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,280 @@
+"""The batching queue between HTTP requests and the generation program.
+
+Requests are `Job`s put on one queue; one worker thread owns the device. It takes the oldest job, waits up
+to `batch_window_s` for others to arrive, and decodes every waiting job that can share the program with it
+(same model and sampling settings, prompts and limits that fit the context together) as one batch. So 16
+users who ask at the same time cost about one decode, not 16. Jobs that arrive while a batch runs form the
+next batch. This is static batching: a job does not join a batch already decoding, because the KV cache
+writes every row at one shared slot (`telugu_jax.model.cache`); joining mid-flight would need a cache
+with a slot index per row.
+
+Per row, on the host, in the decode loop's callback (`_Rows`): the request's own stop strings and
+`max_tokens`, streaming of the text that can no longer change, and cancellation (a client that hangs up
+sets `job.cancelled`; its row ends at the next step, and a batch whose rows have all ended stops).
+`Generator.generate` takes one stop list for the whole batch and has no per-row end, so `_run_batch`
+calls the same jitted program with this module's callback; the program, its compile cache and the
+sampling code are generation's own.
+
+Compiles are bounded: the batch is padded to a power of two (padding rows end at the first step) and
+the program's token budget is rounded up to a power of two (each row still ends at its own limit), so
+the server compiles one program per (batch size, prompt bucket, budget, sampling mode), not per request.
+
+Streaming shows exactly what the final answer will be: text that could still become a stop string, an
+incomplete UTF-8 sequence, a line that could still turn into a role marker and trailing whitespace are
+held back until decided, so the streamed pieces join to the non-streamed answer (`clean_answer`).
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from telugu_jax import generate as gen_lib
+from telugu_jax.chat import clean_answer
+from telugu_jax.chat_format import ChatFormat, ChatTemplate, neutralise_markers
+from telugu_jax.generate import Generator, SamplingConfig, cut_at_stop, sampling_knobs
+
+FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "cancelled"}
+
+
+@dataclasses.dataclass
+class ServedModel:
+  """One name in `/v1/models`: a generator (adapter merged in) and its chat format."""
+
+  name: str
+  generator: Generator
+  fmt: ChatFormat
+  source: str  # where it was loaded from, shown to users
+
+
+@dataclasses.dataclass(frozen=True)
+class Result:
+  text: str               # the answer as `clean_answer` gives it; equals the streamed pieces joined
+  finish_reason: str      # OpenAI's: "stop" or "length"; "cancelled" when the client left
+  completion_tokens: int  # tokens generated, through the one that ended the answer
+  batch_size: int         # how many requests were decoded together with this one (itself included)
+
+
+Sink = Callable[[str, object], None]  # ("delta", str) | ("done", Result) | ("error", str)
+
+
+@dataclasses.dataclass
+class Job:
+  model: str
+  prompt_ids: list[int]
+  max_tokens: int
+  sink: Sink
+  temperature: float = 0.0
+  top_p: float = 1.0
+  seed: int | None = None
+  stop: tuple[str, ...] = ()
+  cancelled: threading.Event = dataclasses.field(default_factory=threading.Event)
+  arrived: float = dataclasses.field(default_factory=time.monotonic)
+  id: int = dataclasses.field(default_factory=itertools.count().__next__)
+
+  def key(self) -> tuple:
+    """Jobs with equal keys can share one program: sampling knobs are one value per batch, and a seeded
+    request runs alone so the same seed gives the same answer whatever else is queued."""
+    sampling = ("greedy",) if self.temperature == 0 else ("sample", self.temperature, self.top_p)
+    return (self.model, sampling, ("seed", self.id) if self.seed is not None else None)
+
+
+def pow2_at_least(n: int, floor: int = 1) -> int:
+  return max(floor, 1 << max(0, n - 1).bit_length())
+
+
+def streamable(raw: str, stops: Sequence[str], template: ChatTemplate) -> str:
+  """The part of the raw generated text that is final whatever comes next, cleaned as `clean_answer`
+  cleans the whole answer: a prefix of `clean_answer(raw + anything)`."""
+  visible = raw[:len(raw) - gen_lib._holdback(raw, stops)]
+  cut = visible.rfind(template.turn_sep)
+  line = visible[cut + len(template.turn_sep):] if cut >= 0 else visible
+  head = line.lstrip().casefold()
+  if head and any(m.casefold().startswith(head) for m in (template.user, template.assistant)):
+    visible = visible[:len(visible) - len(line)]  # this line may still become a role marker
+  return neutralise_markers(visible.rstrip(), template).lstrip()
+
+
+class _Rows:
+  """The decode loop's host callback for one batch: per-row stops, limits, streaming and cancellation."""
+
+  def __init__(self, jobs: Sequence[Job], batch: int, tokenizer, template: ChatTemplate, eos_id: int):
+    self.jobs, self.batch, self.tokenizer, self.template, self.eos_id = list(jobs), batch, tokenizer, template, eos_id
+    self.stops = [tuple(template.stop_strings) + job.stop for job in jobs]
+    self.ids: list[list[int]] = [[] for _ in jobs]
+    self.sent = [""] * len(jobs)
+    self.reason: list[str | None] = [None] * len(jobs)
+    self.raw = [""] * len(jobs)
+
+  def _emit(self, r: int, shown: str) -> None:
+    if len(shown) > len(self.sent[r]) and shown.startswith(self.sent[r]):
+      self.jobs[r].sink("delta", shown[len(self.sent[r]):])
+      self.sent[r] = shown
+
+  def __call__(self, tok_b: np.ndarray, step: np.ndarray, done_b: np.ndarray) -> np.ndarray:
+    stop = np.ones(self.batch, bool)  # padding rows end at once
+    for r, job in enumerate(self.jobs):
+      if self.reason[r] is not None:
+        continue
+      if job.cancelled.is_set():
+        self.reason[r] = "cancelled"
+        continue
+      tok = int(np.asarray(tok_b)[r])
+      self.ids[r].append(tok)
+      raw, hit = cut_at_stop(self.tokenizer.decode([i for i in self.ids[r] if i != self.eos_id]), self.stops[r])
+      self.raw[r] = raw
+      reason = ("eos" if tok == self.eos_id else "stop" if hit else
+                "length" if len(self.ids[r]) >= job.max_tokens else None)
+      if reason is None:
+        self._emit(r, streamable(raw, self.stops[r], self.template))
+        stop[r] = False
+      else:
+        self._emit(r, clean_answer(raw, self.template))
+        self.reason[r] = reason
+    return stop
+
+
+class Engine:
+  """Owns the device: one worker thread decodes batches of queued jobs (see the module docstring)."""
+
+  def __init__(self, models: dict[str, ServedModel], *, max_batch: int = 16, batch_window_s: float = 0.02,
+               seed: int = 0):
+    if not models:
+      raise ValueError("the engine needs at least one model")
+    if max_batch < 1:
+      raise ValueError("max_batch must be >= 1")
+    self.models, self.max_batch, self.batch_window_s = models, max_batch, batch_window_s
+    self._pending: collections.deque[Job] = collections.deque()
+    self._cond = threading.Condition()
+    self._running = False
+    self._thread: threading.Thread | None = None
+    self._seeds = itertools.count(seed)
+    self.stats = {"batches": 0, "jobs": 0, "tokens": 0, "cancelled": 0, "largest_batch": 0}
+    self.finished: collections.deque[tuple[int, Result]] = collections.deque(maxlen=256)  # (job id, result)
+
+  # ---- lifecycle ---------------------------------------------------------------------------------------
+  def start(self) -> Engine:
+    if self._thread is None:
+      self._running = True
+      self._thread = threading.Thread(target=self._loop, name="telugu-jax-engine", daemon=True)
+      self._thread.start()
+    return self
+
+  def stop(self) -> None:
+    with self._cond:
+      self._running = False
+      self._cond.notify_all()
+    if self._thread is not None:
+      self._thread.join(timeout=60)
+      self._thread = None
+
+  def submit(self, job: Job) -> Job:
+    if job.model not in self.models:
+      raise KeyError(job.model)
+    if not self._running:
+      raise RuntimeError("the engine is not running")
+    with self._cond:
+      self._pending.append(job)
+      self._cond.notify_all()
+    return job
+
+  def context(self, model: str) -> int:
+    return self.models[model].generator.config.max_seq_len
+
+  # ---- the worker ----------------------------------------------------------------------------------------
+  def _loop(self) -> None:
+    while True:
+      jobs = self._take_batch()
+      if jobs is None:
+        return
+      if jobs:
+        self._run_guarded(jobs)
+
+  def _take_batch(self) -> list[Job] | None:
+    with self._cond:
+      while self._running and not self._pending:
+        self._cond.wait()
+      if not self._running:
+        for job in self._pending:
+          job.sink("error", "the server is shutting down")
+        self._pending.clear()
+        return None
+      deadline = self._pending[0].arrived + self.batch_window_s
+      while len(self._pending) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+        self._cond.wait(left)
+      key = self._pending[0].key()
+      context = self.context(self._pending[0].model)
+      chosen, keep, longest, most = [], collections.deque(), 0, 0
+      for job in self._pending:
+        if job.cancelled.is_set():
+          self._finish(job, Result("", "cancelled", 0, 0))
+          continue
+        fits = max(longest, len(job.prompt_ids)) + max(most, job.max_tokens) <= context
+        if job.key() == key and len(chosen) < self.max_batch and (fits or not chosen):
+          chosen.append(job)
+          longest, most = max(longest, len(job.prompt_ids)), max(most, job.max_tokens)
+        else:
+          keep.append(job)
+      self._pending = keep
+      return chosen
+
+  def _finish(self, job: Job, result: Result) -> None:
+    self.stats["jobs"] += 1
+    self.stats["tokens"] += result.completion_tokens
+    self.stats["cancelled"] += result.finish_reason == "cancelled"
+    self.finished.append((job.id, result))
+    job.sink("done", result)
+
+  def _run_guarded(self, jobs: list[Job]) -> None:
+    try:
+      self._run_batch(jobs)
+    except Exception as e:  # one bad batch must not stop the server; its clients get the message
+      for job in jobs:
+        job.sink("error", f"generation failed: {type(e).__name__}: {e}")
+
+  def _run_batch(self, jobs: list[Job]) -> None:
+    served = self.models[jobs[0].model]
+    gen, tok = served.generator, served.fmt.tokenizer
+    n = len(jobs)
+    batch = min(pow2_at_least(n), max(self.max_batch, n))
+    prompts = [j.prompt_ids for j in jobs]
+    longest = max(len(p) for p in prompts)
+    budget = min(pow2_at_least(max(j.max_tokens for j in jobs), 16), gen.config.max_seq_len - longest)
+    t = gen.bucket(longest)
+    pad_id = int(tok.pad_id)
+    tokens = np.full((batch, t), pad_id, np.int32)
+    lens = np.full((batch,), len(prompts[0]), np.int32)
+    for r, p in enumerate(prompts + [prompts[0]] * (batch - n)):
+      tokens[r, t - len(p):] = p
+      lens[r] = len(p)
+    first = jobs[0]
+    seed = first.seed if first.seed is not None else next(self._seeds)
+    sampling = SamplingConfig(max_new_tokens=budget, temperature=first.temperature, top_p=first.top_p, seed=seed)
+    rows = _Rows(jobs, batch, tok, served.fmt.template, int(tok.eos_id))
+    with gen_lib._HANDLER_LOCK:
+      handler_id = next(gen_lib._HANDLER_IDS)
+      gen_lib._HANDLERS[handler_id] = rows
+    try:
+      out = gen_lib._generate_device(
+          gen.variables, jnp.asarray(tokens), jnp.asarray(lens), jax.random.key(seed), sampling_knobs(sampling),
+          jnp.int32(handler_id), model=gen.model, max_new_tokens=budget, mode=gen_lib._mode(sampling),
+          vocab_limit=min(tok.vocab_size, gen.config.vocab_size), eos_id=int(tok.eos_id), pad_id=pad_id,
+          use_host=True, keep_logits=False)
+      jax.block_until_ready(out)
+    finally:
+      with gen_lib._HANDLER_LOCK:
+        gen_lib._HANDLERS.pop(handler_id, None)
+    self.stats["batches"] += 1
+    self.stats["largest_batch"] = max(self.stats["largest_batch"], n)
+    for r, job in enumerate(jobs):
+      reason = rows.reason[r] or "length"  # the program's budget is never below a row's own limit
+      text = rows.sent[r] if reason == "cancelled" else clean_answer(rows.raw[r], served.fmt.template)
+      self._finish(job, Result(text, FINISH_REASONS[reason], len(rows.ids[r]), n))
