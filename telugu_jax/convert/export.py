@@ -57,9 +57,9 @@ def _template(meta: dict) -> ChatTemplate:
   return ChatTemplate(**t) if isinstance(t, dict) else DEFAULT_TEMPLATE
 
 
-def hf_state_dict(params, config, dtype: str) -> Iterator[tuple[str, np.ndarray]]:
-  """(HF name, torch-layout array in `dtype`) for every leaf, consuming `params` leaf by leaf."""
-  flat = traverse_util.flatten_dict(params, sep="/")
+def hf_state_dict(flat: dict, config, dtype: str) -> Iterator[tuple[str, np.ndarray]]:
+  """(HF name, torch-layout array in `dtype`) for every leaf of the flat `{path: array}` params, popping
+  each leaf as it is converted so the source copy is freed while the output grows."""
   for path in sorted(flat):
     name = keymaps.HF.source_name(path)
     if name is None:
@@ -95,10 +95,10 @@ def write_safetensors(items: Iterator[tuple[str, np.ndarray]], dst: str, max_sha
   return files
 
 
-def _write_hf(dst: str, model: LoadedModel, params, dtype: str, max_shard_bytes: int, verify: bool,
+def _write_hf(dst: str, model: LoadedModel, flat: dict, dtype: str, max_shard_bytes: int, verify: bool,
               log: Callable[[str], None]) -> None:
   config, tok = model.config, model.tokenizer
-  write_safetensors(hf_state_dict(params, config, dtype), dst, max_shard_bytes)
+  write_safetensors(hf_state_dict(flat, config, dtype), dst, max_shard_bytes)
   special = {} if tok is None else {"bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id,
                                     "pad_token_id": tok.pad_id}
   hf_config = config.replace(param_dtype=dtype).to_hf(torch_dtype=dtype, **special)
@@ -152,8 +152,11 @@ def export_hf(checkpoint: str | os.PathLike, dst: str | os.PathLike, *, merge: b
   dtype = dtype or model.config.param_dtype
   if dtype not in NP_DTYPES:
     raise ExportError(f"dtype {dtype!r}: choose one of {sorted(NP_DTYPES)}")
+  flat = traverse_util.flatten_dict(params, sep="/")
+  del params
+  model.variables.clear()  # `flat` holds the only references: leaves are freed as they are written
   with atomic_dir(os.fspath(dst), overwrite) as tmp:
-    _write_hf(tmp, model, params, dtype, max_shard_bytes, verify, log)
+    _write_hf(tmp, model, flat, dtype, max_shard_bytes, verify, log)
   log(f"wrote a Hugging Face model ({dtype}{', LoRA merged' if merge else ''}) to {dst}")
   return os.path.abspath(dst)
 
@@ -171,8 +174,8 @@ def export_peft(checkpoint: str | os.PathLike, dst: str | os.PathLike, *, with_b
     _write_chat_files(tmp, model, verify, log)
     if with_base:
       os.makedirs(os.path.join(tmp, "base"))
-      _write_hf(os.path.join(tmp, "base"), model, model.variables["params"], model.config.param_dtype,
-                DEFAULT_SHARD_BYTES, False, log)
+      _write_hf(os.path.join(tmp, "base"), model, traverse_util.flatten_dict(model.variables["params"], sep="/"),
+                model.config.param_dtype, DEFAULT_SHARD_BYTES, False, log)
   if base_name is None:
     log("note: the base model's Hugging Face folder is unknown; load with PeftModel.from_pretrained(base, DST) "
         "(or export with --with-base)")

@@ -197,11 +197,11 @@ def open_source(path: str | os.PathLike, layout: str, *, config_file: str | None
     if path.endswith(".safetensors"):
       reader = load_torch.SafetensorsReader([path])
     else:
-      sd = load_torch.find_state_dict(load_torch.load_pickle(path), path)
+      sd = load_torch.find_state_dict(load_torch.load_pickle(path), path, notes)
       sd, stripped = load_torch.strip_wrapper_prefixes(sd)
       if stripped:
         notes.append(f"removed the name prefix {''.join(stripped)!r} shared by every tensor")
-      reader = load_torch.TensorDictReader(sd)
+      reader = load_torch.TensorDictReader([sd])
     config = None
     if config_file:
       kind, d = config_from_file(config_file)

@@ -2,8 +2,8 @@
 
 Every reader offers `names()`, `shape(name)`, `dtype(name)` and `get(name) -> np.ndarray`, and loads a
 tensor only when asked, so a conversion holds about one copy of the model:
-  - safetensors (one file or shards): `safe_open(framework="pt")` reads each tensor from the mapped file
-    on demand. The `pt` framework because numpy has no bfloat16.
+  - safetensors (one file or shards): each tensor is read from its byte range on demand (see
+    `SafetensorsReader` for why not `safe_open`); bfloat16 goes straight into an `ml_dtypes` array.
   - pickles (`.bin`/`.pt`/`.pth`): `torch.load(weights_only=True, mmap=True)`; `weights_only` refuses
     anything but tensors and plain containers, `mmap` leaves tensor data on disk until it is read.
   - Meta's model-parallel shards (`consolidated.NN.pth`): the tensor's pieces are concatenated on read.
@@ -13,7 +13,6 @@ bfloat16 tensors come out as `ml_dtypes.bfloat16` arrays (JAX's numpy bfloat16) 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pickle
@@ -30,6 +29,8 @@ STATE_DICT_KEYS = ("model", "state_dict", "model_state_dict", "module", "weights
 # Prefixes wrappers add to every name: DistributedDataParallel, torch.compile.
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 _SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16", "F64": "float64"}
+_SAFETENSORS_NUMPY = {"F32": np.dtype("<f4"), "BF16": np.dtype(ml_dtypes.bfloat16), "F16": np.dtype("<f2"),
+                      "F64": np.dtype("<f8")}
 
 
 def torch_to_numpy(t) -> np.ndarray:
@@ -57,39 +58,66 @@ def numpy_to_torch(x: np.ndarray):
 
 
 class SafetensorsReader:
-  """One or more safetensors files (shards); names may live in any of them."""
+  """One or more safetensors files (shards); names may live in any of them.
+
+  Tensors are read with plain file reads rather than `safetensors.safe_open`: safe_open memory-maps the
+  file, and every page read stays in the process's resident set until the file is closed, which doubled
+  the measured peak RSS of converting the 300M preset (+1.5 GB). The format is simple enough to read
+  directly: an 8-byte little-endian header length, a JSON header `{name: {dtype, shape, data_offsets}}`,
+  then the raw little-endian bytes.
+  """
 
   def __init__(self, files: Sequence[str | os.PathLike]):
-    from safetensors import safe_open
-
-    self._stack = contextlib.ExitStack()
-    self._where: dict[str, object] = {}
-    for file in files:
-      try:
-        handle = self._stack.enter_context(safe_open(os.fspath(file), framework="pt"))
-      except Exception as e:  # safetensors raises its own error types for corrupt headers
-        self._stack.close()
-        raise ConversionError(f"cannot read safetensors file {file}: {e}") from None
-      for name in handle.keys():
+    self._where: dict[str, tuple[str, str, tuple[int, ...], int, int]] = {}
+    for file in map(os.fspath, files):
+      size = os.path.getsize(file)
+      with open(file, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        try:
+          if not 2 <= n <= size - 8:
+            raise ValueError(f"header length {n} does not fit a file of {size} bytes")
+          header = json.loads(f.read(n))
+        except ValueError as e:
+          raise ConversionError(f"{file} is not a valid safetensors file ({e})") from None
+      for name, info in header.items():
+        if name == "__metadata__":
+          continue
         if name in self._where:
           raise ConversionError(f"tensor {name!r} appears in more than one shard (second: {file})")
-        self._where[name] = handle
+        begin, end = (8 + n + o for o in info["data_offsets"])
+        if end > size:
+          raise ConversionError(f"{file} is truncated: tensor {name!r} ends past the end of the file")
+        self._where[name] = (file, info["dtype"], tuple(info["shape"]), begin, end)
 
   def names(self) -> list[str]:
     return list(self._where)
 
   def shape(self, name: str) -> tuple[int, ...]:
-    return tuple(self._where[name].get_slice(name).get_shape())
+    return self._where[name][2]
 
   def dtype(self, name: str) -> str:
-    code = self._where[name].get_slice(name).get_dtype()
-    return _SAFETENSORS_DTYPES.get(code, code)
+    return _SAFETENSORS_DTYPES.get(self._where[name][1], self._where[name][1])
+
+  def sort_key(self, name: str) -> tuple:
+    file, _, _, begin, _ = self._where[name]
+    return file, begin
 
   def get(self, name: str) -> np.ndarray:
-    return torch_to_numpy(self._where[name].get_tensor(name))
+    file, code, shape, begin, end = self._where[name]
+    if code not in _SAFETENSORS_NUMPY:
+      raise ConversionError(f"tensor {name!r} has dtype {code}; float32, bfloat16 and float16 are supported")
+    out = np.empty(shape, _SAFETENSORS_NUMPY[code])
+    if out.nbytes != end - begin:
+      raise ConversionError(f"{file}: tensor {name!r} has {end - begin} bytes, its shape {list(shape)} needs "
+                            f"{out.nbytes}")
+    with open(file, "rb") as f:
+      f.seek(begin)
+      if f.readinto(out.reshape(-1).view(np.uint8)) != out.nbytes:
+        raise ConversionError(f"{file} is truncated at tensor {name!r}")
+    return out
 
   def close(self) -> None:
-    self._stack.close()
+    pass
 
 
 def load_pickle(path: str | os.PathLike):
@@ -121,8 +149,9 @@ def _is_tensor_dict(obj) -> bool:
   return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-def find_state_dict(obj, path: str = "") -> dict:
-  """The tensors of a loaded pickle: the object itself, or the state dict nested under a usual key."""
+def find_state_dict(obj, path: str = "", notes: list[str] | None = None) -> dict:
+  """The tensors of a loaded pickle: the object itself, or the state dict nested under a usual key
+  (which key, and what else the file held, is added to `notes`)."""
   import torch
 
   if _is_tensor_dict(obj):
@@ -130,6 +159,10 @@ def find_state_dict(obj, path: str = "") -> dict:
   if isinstance(obj, Mapping):
     for key in STATE_DICT_KEYS:
       if key in obj and _is_tensor_dict(obj[key]):
+        if notes is not None:
+          others = sorted(str(k) for k in obj if k != key)
+          notes.append(f"using the state dict under {key!r} in {os.path.basename(path)}"
+                       + (f" (also there, not converted: {others})" if others else ""))
         return dict(obj[key])
     # A state dict with a few non-tensor entries (e.g. `_metadata`, a step count) mixed in.
     tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
@@ -157,36 +190,46 @@ def strip_wrapper_prefixes(state_dict: dict) -> tuple[dict, list[str]]:
 
 
 class TensorDictReader:
-  """Tensors already opened (memory-mapped) from one or more pickles."""
+  """Tensors opened (memory-mapped) from one or more pickles. `get` hands each tensor over once and drops
+  the reader's reference, so a shard's mapping is released once all its tensors have been read."""
 
-  def __init__(self, tensors: Mapping):
-    self._tensors = dict(tensors)
+  def __init__(self, shards: Sequence[Mapping]):
+    self._shards = [dict(s) for s in shards]
+    self._where = {name: i for i, shard in enumerate(self._shards) for name in shard}
+    self._order = {name: k for k, name in enumerate(self._where)}
 
   @classmethod
   def from_files(cls, files: Sequence[str | os.PathLike]) -> TensorDictReader:
-    merged: dict = {}
+    shards, seen = [], set()
     for file in files:
       sd = find_state_dict(load_pickle(file), os.fspath(file))
-      dup = set(sd) & set(merged)
+      dup = set(sd) & seen
       if dup:
         raise ConversionError(f"tensors {sorted(dup)[:3]} appear in more than one shard (second: {file})")
-      merged.update(sd)
-    return cls(merged)
+      seen |= set(sd)
+      shards.append(sd)
+    return cls(shards)
 
   def names(self) -> list[str]:
-    return list(self._tensors)
+    return list(self._where)
+
+  def _tensor(self, name: str):
+    return self._shards[self._where[name]][name]
 
   def shape(self, name: str) -> tuple[int, ...]:
-    return tuple(self._tensors[name].shape)
+    return tuple(self._tensor(name).shape)
 
   def dtype(self, name: str) -> str:
-    return str(self._tensors[name].dtype).removeprefix("torch.")
+    return str(self._tensor(name).dtype).removeprefix("torch.")
+
+  def sort_key(self, name: str) -> tuple:
+    return self._where[name], self._order[name]
 
   def get(self, name: str) -> np.ndarray:
-    return torch_to_numpy(self._tensors[name])
+    return torch_to_numpy(self._shards[self._where[name]].pop(name))
 
   def close(self) -> None:
-    self._tensors.clear()
+    self._shards.clear()
 
 
 # Meta's model-parallel split, by tensor (reference llama code: ColumnParallelLinear splits the output
@@ -232,10 +275,10 @@ class MetaShardsReader:
     return str(self._shards[0][name].dtype).removeprefix("torch.")
 
   def get(self, name: str) -> np.ndarray:
+    """The whole tensor (each name is read once; the shards' references are dropped)."""
     axis = self._axis(name)
-    if axis is None:
-      return torch_to_numpy(self._shards[0][name])
-    return np.concatenate([torch_to_numpy(s[name]) for s in self._shards], axis=axis)
+    pieces = [torch_to_numpy(s.pop(name)) for s in self._shards]
+    return pieces[0] if axis is None else np.concatenate(pieces, axis=axis)
 
   def close(self) -> None:
     self._shards.clear()

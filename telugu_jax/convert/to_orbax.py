@@ -91,7 +91,9 @@ def load_params(plan: keymaps.Plan, reader, config: LlamaConfig, log: Callable[[
   cpu = jax.devices("cpu")[0]
   target = NP_DTYPES[config.param_dtype]
   flat = {}
-  for i, a in enumerate(plan.assignments):
+  order = sorted(plan.assignments, key=lambda a: reader.sort_key(a.source)) if hasattr(reader, "sort_key") \
+      else plan.assignments  # file order: sequential reads, and shards are released one after another
+  for i, a in enumerate(order):
     x = reader.get(a.source)
     # Cast first (bf16 -> f32 is exact, f32 -> bf16 rounds to nearest even, as torch does), then lay out.
     x = np.ascontiguousarray(a.transform.to_ours(x.astype(target, copy=False), config))
@@ -110,11 +112,17 @@ def load_params(plan: keymaps.Plan, reader, config: LlamaConfig, log: Callable[[
 
 
 def _tokenizer(path: str | None, config: LlamaConfig):
-  from telugu_jax.tokenizer import check_vocab, load_tokenizer
+  from telugu_jax.tokenizer import TokenizerError, check_vocab, load_tokenizer
 
   if path is None:
     return None
-  tok = load_tokenizer(path)
+  try:
+    tok = load_tokenizer(path)
+  except TokenizerError:
+    raise
+  except Exception as e:  # e.g. a tiktoken file named tokenizer.model that sentencepiece cannot parse
+    raise TokenizerError(f"cannot load the tokenizer at {path} ({type(e).__name__}: {e}); give a sentencepiece "
+                         "tokenizer.model or a tokenizer.json with --tokenizer") from None
   check_vocab(tok, config.vocab_size)
   return tok
 

@@ -30,6 +30,13 @@ def our_logits(loaded, tokens=TOKENS, *, lora: bool = True) -> np.ndarray:
   return np.asarray(_forward(loaded.config, lcfg)(variables, tokens))
 
 
+def random_variables(config, lora_config=None, seed=0, std=0.1) -> dict:
+  """Variables of the model's shapes drawn with numpy (no Flax init: un-jitted init compiles op by op)."""
+  shapes = jax.eval_shape(lambda: Llama(config, lora=lora_config).init_variables(jax.random.key(0)))
+  rng = np.random.default_rng(seed)
+  return jax.tree_util.tree_map(lambda s: (std * rng.standard_normal(s.shape)).astype(s.dtype), shapes)
+
+
 def torch_logits(model, tokens=TOKENS) -> np.ndarray:
   with torch.no_grad():
     return model(torch.tensor(tokens)).logits.float().numpy()

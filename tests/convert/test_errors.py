@@ -4,13 +4,13 @@ failed conversion leaves nothing behind that looks like a model directory."""
 import json
 import os
 
-import jax
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from telugu_jax.convert import (
     ConfigMismatchError,
+    ConversionError,
     ExportError,
     KeyMismatchError,
     ShapeMismatchError,
@@ -21,10 +21,11 @@ from telugu_jax.convert import (
     export_peft,
 )
 from telugu_jax.convert.__main__ import main as convert_main
-from telugu_jax.model import Llama, LoraConfig
+from telugu_jax.model import LoraConfig
 from telugu_jax.model import io as model_io
 from telugu_jax.model.io import load_model, save_model
 from telugu_jax.tokenizer import TokenizerError
+from tests.convert.conftest import random_variables
 from tests.model.hf_reference import make_hf_llama
 
 QUIET = dict(log=lambda s: None)
@@ -153,7 +154,7 @@ def test_pickles_are_loaded_weights_only(tmp_path):
 
 def test_bare_state_dict_needs_an_architecture(hf_ref, tmp_path):
   torch.save(hf_ref.state_dict(), tmp_path / "ckpt.pt")
-  with pytest.raises(Exception, match="bare state dict: give its architecture with --config FILE"):
+  with pytest.raises(ConversionError, match="bare state dict: give its architecture with --config FILE"):
     convert(tmp_path / "ckpt.pt", tmp_path / "out", **QUIET)
 
 
@@ -173,7 +174,7 @@ def test_failure_while_writing_leaves_nothing(hf_ref, tmp_path, monkeypatch):
 def test_export_refuses_to_drop_an_adapter(hf_ref, tmp_path):
   base = load_model(convert(_hf_folder(tmp_path / "src", hf_ref), tmp_path / "base", **QUIET))
   lcfg = LoraConfig(rank=2, targets=("q_proj",))
-  lora = Llama(base.config, lora=lcfg).init_variables(jax.random.key(0))["lora"]
+  lora = random_variables(base.config, lcfg)["lora"]
   save_model(tmp_path / "sft", base.config, lora=lora, lora_config=lcfg, base=str(tmp_path / "base"))
   with pytest.raises(ExportError, match="has a LoRA adapter: pass --merge .* --format peft .* or --base-only"):
     export_hf(tmp_path / "sft", tmp_path / "hf", **QUIET)

@@ -4,7 +4,6 @@ both ways, merge-and-export against `peft`'s merge_and_unload."""
 import json
 
 import chex
-import jax
 import numpy as np
 import peft
 import pytest
@@ -17,10 +16,10 @@ from telugu_jax.convert import convert, export_hf, export_peft
 from telugu_jax.convert.__main__ import main as convert_main
 from telugu_jax.data.records import Turn
 from telugu_jax.export import main as export_main
-from telugu_jax.model import Llama, LlamaConfig, LoraConfig
+from telugu_jax.model import LlamaConfig, LoraConfig
 from telugu_jax.model.io import load_model, save_model
 from telugu_jax.tokenizer import HFTokenizer
-from tests.convert.conftest import VOCAB, our_logits, torch_logits
+from tests.convert.conftest import VOCAB, our_logits, random_variables, torch_logits
 from tests.model.hf_reference import make_hf_llama
 
 QUIET = dict(log=lambda s: None)
@@ -92,17 +91,9 @@ def test_chat_template_sentencepiece(converted, sp_tokenizer, tmp_path):
 def test_chat_template_tokenizer_json(hf_tokenizer_dir, tmp_path):
   tok = HFTokenizer(hf_tokenizer_dir)
   cfg = LlamaConfig.tiny(vocab_size=tok.vocab_size)
-  save_model(tmp_path / "m", cfg, params=Llama(cfg).init_variables(jax.random.key(0))["params"], tokenizer=tok)
+  save_model(tmp_path / "m", cfg, params=random_variables(cfg)["params"], tokenizer=tok)
   export_hf(tmp_path / "m", tmp_path / "hf", **QUIET)
   _check_chat_files(tmp_path / "hf", tok)
-
-
-def _random_lora(config, lora_config, seed):
-  lora = Llama(config, lora=lora_config).init_variables(jax.random.key(seed))["lora"]
-  leaves, tree = jax.tree_util.tree_flatten(lora)
-  keys = jax.random.split(jax.random.key(seed + 1), len(leaves))
-  new = [0.1 * jax.random.normal(k, x.shape) for k, x in zip(keys, leaves, strict=True)]
-  return jax.tree_util.tree_unflatten(tree, new)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +102,8 @@ def adapter_dir(converted, tmp_path_factory):
   base = load_model(converted, with_tokenizer=False)
   lcfg = LoraConfig(rank=3, alpha=5.0, targets=("q_proj", "v_proj", "o_proj", "up_proj", "down_proj"))
   path = tmp_path_factory.mktemp("sft") / "sft"
-  save_model(path, base.config, lora=_random_lora(base.config, lcfg, 11), lora_config=lcfg, base=str(converted))
+  lora = random_variables(base.config, lcfg, seed=11)["lora"]  # train-free: B != 0
+  save_model(path, base.config, lora=lora, lora_config=lcfg, base=str(converted))
   return path
 
 

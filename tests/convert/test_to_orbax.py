@@ -140,7 +140,7 @@ def test_meta_layout(shards, hf_ref, tmp_path, sp_tokenizer):
   assert loaded.config.ffn_dim == 80 and loaded.config.vocab_size == VOCAB and loaded.tokenizer is not None
 
 
-def test_custom_state_dict_with_key_map(hf_ref, tmp_path):
+def test_custom_state_dict_with_key_map(hf_ref, tmp_path, capsys):
   """A user's training script saved {"model": state_dict, ...} under DDP, with its own names."""
   rename = [(r"model.embed_tokens.weight", "tok.weight"), ("model.norm.weight", "final_ln.g"),
             ("lm_head.weight", "head.weight"), ("model.layers.", "blocks."), ("self_attn.", "attn."),
@@ -166,6 +166,9 @@ def test_custom_state_dict_with_key_map(hf_ref, tmp_path):
   rc = convert_main(["--from", str(tmp_path / "ckpt.pt"), "--to", str(tmp_path / "out"), "--key-map",
                      str(tmp_path / "keymap.json"), "--config", str(tmp_path / "config.json")])
   assert rc == 0
+  out = capsys.readouterr().out  # what was left out is said, not silently dropped
+  assert "using the state dict under 'model' in ckpt.pt (also there, not converted: ['optimizer', 'step'])" in out
+  assert "removed the name prefix 'module.'" in out and "skipped buffer blocks.0.attn.causal_mask" in out
   _assert_same_logits(tmp_path / "out", hf_ref)
 
 
