@@ -67,7 +67,8 @@ def detect_layout(path: str | os.PathLike) -> str:
 
 # ---- configs -------------------------------------------------------------------------------------
 
-def meta_config(params: Mapping, embed_shape: tuple[int, ...], ffn_shape: tuple[int, ...] | None) -> dict:
+def meta_config(params: Mapping, embed_shape: tuple[int, ...], ffn_shape: tuple[int, ...] | None,
+                notes: list[str] | None = None) -> dict:
   """LlamaConfig fields from Meta's params.json. Sizes the file leaves out (vocab_size -1, no
   multiple_of) are read from the weights' shapes; sizes it gives are checked against them later."""
   dim, n_heads = params["dim"], params["n_heads"]
@@ -84,9 +85,13 @@ def meta_config(params: Mapping, embed_shape: tuple[int, ...], ffn_shape: tuple[
   else:
     raise ConversionError("params.json has no multiple_of and the checkpoint has no feed_forward.w1 weight")
   scaling = None
-  if params.get("use_scaled_rope"):  # Llama 3.1's hard-coded values in the reference code
-    scaling = RopeScaling(factor=float(params.get("rope_scaling_factor", 8.0)), low_freq_factor=1.0,
-                          high_freq_factor=4.0, original_max_position_embeddings=8192)
+  if params.get("use_scaled_rope"):  # the reference code's hard-coded values (factor 8 in Llama 3.1)
+    factor = params.get("rope_scaling_factor") or params.get("scale_factor")
+    if factor is None and notes is not None:
+      notes.append("params.json sets use_scaled_rope without a factor: assuming Llama 3.1's 8 (Llama 3.2 1B/3B "
+                   'use 32: then pass --set \'rope_scaling={"factor": 32.0}\')')
+    scaling = RopeScaling(factor=float(factor or 8.0), low_freq_factor=1.0, high_freq_factor=4.0,
+                          original_max_position_embeddings=8192)
   return dict(vocab_size=vocab, d_model=dim, n_layers=params["n_layers"], n_heads=n_heads,
               n_kv_heads=params.get("n_kv_heads") or n_heads, head_dim=dim // n_heads, ffn_dim=ffn,
               rms_eps=params.get("norm_eps", 1e-5), rope_theta=float(params.get("rope_theta", 10000.0)),
@@ -189,7 +194,7 @@ def open_source(path: str | os.PathLike, layout: str, *, config_file: str | None
     if "tok_embeddings.weight" not in names:
       raise ConversionError(f"{shards[0]} has no tok_embeddings.weight; is it a Meta Llama checkpoint?")
     ffn = reader.shape("layers.0.feed_forward.w1.weight") if "layers.0.feed_forward.w1.weight" in names else None
-    config = LlamaConfig(**meta_config(params, reader.shape("tok_embeddings.weight"), ffn))
+    config = LlamaConfig(**meta_config(params, reader.shape("tok_embeddings.weight"), ffn, notes))
     return Source("meta", reader, config, _tokenizer_dir(path, os.path.dirname(path)), notes)
   if layout == "state_dict":
     if not os.path.isfile(path):
@@ -214,6 +219,6 @@ def open_source(path: str | os.PathLike, layout: str, *, config_file: str | None
         ffn = next((n for n in reader.names() if n.endswith("layers.0.feed_forward.w1.weight")), None)
         if embed is None:
           raise ConfigMismatchError(f"{config_file} is a Meta params.json but the checkpoint has no embedding")
-        config = LlamaConfig(**meta_config(d, reader.shape(embed), ffn and reader.shape(ffn)))
+        config = LlamaConfig(**meta_config(d, reader.shape(embed), ffn and reader.shape(ffn), notes))
     return Source("state_dict", reader, config, _tokenizer_dir(os.path.dirname(path)), notes)
   raise UnknownLayoutError(f"unknown --format {layout!r}. " + UNDERSTOOD)

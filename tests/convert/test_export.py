@@ -48,11 +48,13 @@ def test_hf_round_trip_float32_is_bit_exact(hf_dir, hf_ref, converted, tmp_path)
 
 
 def test_hf_round_trip_bfloat16_is_bit_exact(tmp_path):
-  make_hf_llama(seed=7, vocab_size=VOCAB, num_key_value_heads=1).to(torch.bfloat16).save_pretrained(tmp_path / "src")
+  ref = make_hf_llama(seed=7, vocab_size=VOCAB, num_key_value_heads=1, tie_word_embeddings=True)
+  ref.to(torch.bfloat16).save_pretrained(tmp_path / "src")
   convert(tmp_path / "src", tmp_path / "ours", **QUIET)
   export_hf(tmp_path / "ours", tmp_path / "hf", **QUIET)
   _assert_same_tensors(tmp_path / "src" / "model.safetensors", tmp_path / "hf" / "model.safetensors")
-  assert json.loads((tmp_path / "hf" / "config.json").read_text())["dtype"] == "bfloat16"
+  config = json.loads((tmp_path / "hf" / "config.json").read_text())
+  assert config["dtype"] == "bfloat16" and config["tie_word_embeddings"] is True
   assert transformers.LlamaForCausalLM.from_pretrained(tmp_path / "hf").dtype == torch.bfloat16
 
 
@@ -107,11 +109,12 @@ def adapter_dir(converted, tmp_path_factory):
   return path
 
 
-def test_peft_export_matches_jax(adapter_dir, hf_dir, tmp_path):
-  assert export_main(["--checkpoint", str(adapter_dir), "--to", str(tmp_path / "peft"), "--format", "peft"]) == 0
-  cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
-  assert cfg["r"] == 3 and cfg["lora_alpha"] == 5 and cfg["base_model_name_or_path"] == str(hf_dir)
-  pmodel = peft.PeftModel.from_pretrained(_load_hf(hf_dir), tmp_path / "peft").eval()
+def test_peft_export_matches_jax(adapter_dir, tmp_path):
+  out = tmp_path / "peft"
+  assert export_main(["--checkpoint", str(adapter_dir), "--to", str(out), "--format", "peft", "--with-base"]) == 0
+  cfg = json.loads((out / "adapter_config.json").read_text())
+  assert cfg["r"] == 3 and cfg["lora_alpha"] == 5 and cfg["base_model_name_or_path"] == str(out / "base")
+  pmodel = peft.PeftModel.from_pretrained(_load_hf(out / "base"), out).eval()
   ours = our_logits(load_model(adapter_dir))
   expected = torch_logits(pmodel)
   chex.assert_trees_all_close(ours, expected, atol=1e-4, rtol=1e-4)
@@ -121,6 +124,8 @@ def test_peft_export_matches_jax(adapter_dir, hf_dir, tmp_path):
 
 def test_merge_export_equals_merge_and_unload(adapter_dir, hf_dir, tmp_path):
   export_peft(adapter_dir, tmp_path / "peft", **QUIET)
+  cfg = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
+  assert cfg["base_model_name_or_path"] == str(hf_dir)  # the folder the base was converted from
   export_hf(adapter_dir, tmp_path / "merged", merge=True, **QUIET)
   want = peft.PeftModel.from_pretrained(_load_hf(hf_dir), tmp_path / "peft").merge_and_unload().state_dict()
   got = load_file(tmp_path / "merged" / "model.safetensors")
