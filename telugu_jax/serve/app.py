@@ -26,6 +26,7 @@ import json
 import pathlib
 import time
 from typing import Protocol
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -260,8 +261,9 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_tokens_cap: in
 
   @app.get("/rate/export.csv")
   async def rate_export(rater: str):
+    name = f"ratings-{rater.strip()}.csv"
     return Response(_store().export_csv(rater), media_type="text/csv; charset=utf-8", headers={
-        "Content-Disposition": f'attachment; filename="ratings-{_safe_name(rater)}.csv"'})
+        "Content-Disposition": f"attachment; filename=\"{_ascii_name(name)}\"; filename*=UTF-8''{quote(name)}"})
 
   def _store() -> RatingStore:
     if ratings is None:
@@ -272,8 +274,9 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_tokens_cap: in
   return app
 
 
-def _safe_name(s: str) -> str:
-  return "".join(c if c.isalnum() or c in "-_" else "_" for c in s)[:40] or "rater"
+def _ascii_name(s: str) -> str:
+  """A header-safe file name (headers are latin-1); the UTF-8 name goes in `filename*`."""
+  return "".join(c if c.isascii() and (c.isalnum() or c in "-_.") else "_" for c in s)
 
 
 async def _wait(job: Job, ticket: _Ticket, request: Request) -> Result | None:

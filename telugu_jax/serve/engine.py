@@ -263,11 +263,9 @@ class Engine:
       handler_id = next(gen_lib._HANDLER_IDS)
       gen_lib._HANDLERS[handler_id] = rows
     try:
-      out = gen_lib._generate_device(
-          gen.variables, jnp.asarray(tokens), jnp.asarray(lens), jax.random.key(seed), sampling_knobs(sampling),
-          jnp.int32(handler_id), model=gen.model, max_new_tokens=budget, mode=gen_lib._mode(sampling),
-          vocab_limit=min(tok.vocab_size, gen.config.vocab_size), eos_id=int(tok.eos_id), pad_id=pad_id,
-          use_host=True, keep_logits=False)
+      out = _decode_program(gen, tokens, lens, seed, sampling, handler_id, dict(
+          max_new_tokens=budget, mode=gen_lib._mode(sampling), vocab_limit=min(tok.vocab_size, gen.config.vocab_size),
+          eos_id=int(tok.eos_id), pad_id=pad_id, use_host=True, keep_logits=False))
       jax.block_until_ready(out)
     finally:
       with gen_lib._HANDLER_LOCK:
@@ -278,3 +276,17 @@ class Engine:
       reason = rows.reason[r] or "length"  # the program's budget is never below a row's own limit
       text = rows.sent[r] if reason == "cancelled" else clean_answer(rows.raw[r], served.fmt.template)
       self._finish(job, Result(text, FINISH_REASONS[reason], len(rows.ids[r]), n))
+
+
+def _decode_program(gen: Generator, tokens: np.ndarray, lens: np.ndarray, seed: int, sampling: SamplingConfig,
+                    handler_id: int, static: dict):
+  """Generation's jitted prefill + decode program with this module's host callback.
+
+  Until `Generator.generate` takes a per-row host hook (asked for in issue 10's report) this reaches into
+  generate.py's program; its static options were being moved into `DecodeOptions` while this was written,
+  so both forms are accepted. Remove this shim when the hook exists."""
+  args = (gen.variables, jnp.asarray(tokens), jnp.asarray(lens), jax.random.key(seed), sampling_knobs(sampling),
+          jnp.int32(handler_id))
+  if hasattr(gen_lib, "DecodeOptions"):
+    return gen_lib._generate_device(*args, model=gen.model, opts=gen_lib.DecodeOptions(**static))
+  return gen_lib._generate_device(*args, model=gen.model, **static)
