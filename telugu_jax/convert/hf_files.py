@@ -89,7 +89,10 @@ def _spm_tokenizer_json(tok: SentencePieceTokenizer, path: str) -> None:
   proto = model_pb2.ModelProto()
   proto.ParseFromString(tok.sp.serialized_model_proto())
   vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
-  hf_tok = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab, legacy=False)
+  # legacy=True: the dummy prefix goes on the text after each special token, as sentencepiece puts it on the
+  # text we encode after bos; with legacy=False Llama 2's tokenizer.model gave other ids for text that starts
+  # with a space. Tokenizers without add_dummy_prefix (ours) are unaffected.
+  hf_tok = SpmConverter.build_tokenizer_from_spm_proto(proto, vocab, legacy=True)
   if hf_tok is None:
     raise ExportError("transformers could not convert this sentencepiece model (only BPE and unigram are supported)")
   special = {tok.bos_id, tok.eos_id, tok.pad_id, tok.sp.unk_id()}

@@ -12,13 +12,13 @@ import transformers
 from safetensors.torch import load_file
 
 from telugu_jax.chat_format import ChatFormat
-from telugu_jax.convert import convert, export_hf, export_peft
+from telugu_jax.convert import ExportError, convert, export_hf, export_peft, hf_files
 from telugu_jax.convert.__main__ import main as convert_main
 from telugu_jax.data.records import Turn
 from telugu_jax.export import main as export_main
 from telugu_jax.model import LlamaConfig, LoraConfig
 from telugu_jax.model.io import load_model, save_model
-from telugu_jax.tokenizer import HFTokenizer
+from telugu_jax.tokenizer import HFTokenizer, SentencePieceTokenizer
 from tests.convert.conftest import VOCAB, our_logits, random_variables, torch_logits
 from tests.model.hf_reference import make_hf_llama
 
@@ -88,10 +88,29 @@ def test_chat_template_sentencepiece(converted, sp_tokenizer, tmp_path):
   export_hf(converted, tmp_path / "hf", **QUIET)
   assert (tmp_path / "hf" / "tokenizer.model").exists()
   _check_chat_files(tmp_path / "hf", sp_tokenizer)
+  with pytest.raises(ExportError, match="other ids than it was trained on"):  # the check export runs can fail
+    hf_files.verify_tokenizer(tmp_path / "hf", _dummy_prefix_sentencepiece())
 
 
-def test_chat_template_tokenizer_json(hf_tokenizer_dir, tmp_path):
-  tok = HFTokenizer(hf_tokenizer_dir)
+def _dummy_prefix_sentencepiece():
+  """Like Llama 2's tokenizer.model: a dummy-prefix space before the text, identity normalisation."""
+  import io
+
+  import sentencepiece as spm
+
+  from tests.conftest import TELUGU_SENTENCES
+
+  buf = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter(TELUGU_SENTENCES * 4), model_writer=buf, vocab_size=400, model_type="bpe",
+      normalization_rule_name="identity", remove_extra_whitespaces=False, add_dummy_prefix=True,
+      byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+  return SentencePieceTokenizer(buf.getvalue())
+
+
+@pytest.mark.parametrize("kind", ["tokenizer.json", "sentencepiece-dummy-prefix"])
+def test_chat_template_other_tokenizers(kind, hf_tokenizer_dir, tmp_path):
+  tok = HFTokenizer(hf_tokenizer_dir) if kind == "tokenizer.json" else _dummy_prefix_sentencepiece()
   cfg = LlamaConfig.tiny(vocab_size=tok.vocab_size)
   save_model(tmp_path / "m", cfg, params=random_variables(cfg)["params"], tokenizer=tok)
   export_hf(tmp_path / "m", tmp_path / "hf", **QUIET)
