@@ -5,22 +5,30 @@
     python scripts/benchmark.py --suite decode --presets demo --batches 1,8 --new-tokens 64 --no-hf
 
 Random weights, random prompts of `--prompt-len` tokens (equal lengths, so HF needs no padding), greedy, no
-eos, so every row makes exactly `--new-tokens` tokens. Each side is timed twice per configuration, with 1 and
-with N new tokens (median of `--repeats` runs after a warm-up): a decode step costs (t_N - t_1) / (N - 1) and
-the prefill t_1 minus one step. Tokens/s count all rows: prefill B*T / prefill time, decode B / step time.
-Ours runs without stop strings or streaming (the loop never leaves the device); the JAX compile time of the
-N-token program is reported apart. Float32 on both sides by default (bf16 matmuls are slow on most CPUs).
+eos, so every row makes exactly `--new-tokens` (N) tokens. Prefill and decode are timed apart, each as the
+minimum of `--repeats` runs after a warm-up (the minimum is the estimate least disturbed by other work on a
+shared machine):
+  ours: `generate.prefill` (prompt -> cache + next logits) and `generate.decode` (the jitted while_loop from
+        that cache: N steps, N forward passes), the same two functions `Generator.generate` runs as one program;
+  HF:   the prefill forward `generate` runs (cache on, `logits_to_keep=1`), and `generate` continuing from a
+        prefilled cache of T-1 tokens (N new tokens, N forward passes of one token), greedy.
+Tokens/s count all rows: prefill B*T / seconds, decode B*N / seconds. Our decode runs without stop strings or
+streaming (the loop never leaves the device); JAX compile times are reported apart. Float32 on both sides by
+default (bf16 matmuls are slow on most CPUs).
 """
 
 from __future__ import annotations
 
-import statistics
+import copy
+import functools
+import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from telugu_jax.generate import Generator, SamplingConfig
+from telugu_jax.generate import DecodeOptions, SamplingConfig, decode, prefill, sampling_knobs
 from telugu_jax.model.config import LlamaConfig
 from telugu_jax.model.llama import Llama
 
@@ -30,68 +38,87 @@ def add_args(parser) -> None:
   parser.add_argument("--batches", default="1,32", help="batch sizes, comma-separated")
   parser.add_argument("--prompt-len", type=int, default=128)
   parser.add_argument("--new-tokens", type=int, default=32)
-  parser.add_argument("--repeats", type=int, default=2, help="timed runs per measurement (median)")
+  parser.add_argument("--repeats", type=int, default=3, help="timed runs per measurement (minimum)")
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="compute dtype of both implementations")
   parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face reference")
+  parser.add_argument("--threads", type=int, default=0,
+                      help="torch.set_num_threads(N); with 1, XLA's matmuls also run single-threaded "
+                           "(--xla_cpu_multi_thread_eigen=false). 0 = both libraries' defaults. On a machine shared "
+                           "with other jobs use 1: torch's OpenMP threads spin-wait when the cores are "
+                           "oversubscribed, and ran 50-100x slower here with 2 threads")
 
 
-def _median_time(fn, repeats: int) -> float:
-  times = []
+def _min_time(fn, repeats: int, setup=None) -> float:
+  best = float("inf")
   for _ in range(repeats):
+    arg = setup() if setup else None
     t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
+    fn(arg)
+    best = min(best, time.perf_counter() - t0)
+  return best
 
 
-def _split(t1: float, tn: float, n: int) -> tuple[float, float]:
-  """(prefill seconds, seconds per decode step) from the times of 1 and n new tokens."""
-  step = max(tn - t1, 1e-9) / (n - 1)
-  return max(t1 - step, 1e-9), step
-
-
-def bench_ours(config: LlamaConfig, batch: int, prompts: np.ndarray, new: int, repeats: int) -> dict:
-  variables = jax.jit(Llama(config).init_variables)(jax.random.key(0))
-  gen = Generator(config, variables, prompt_bucket=prompts.shape[1])
-  rows = prompts.tolist()
-
-  def run(n):
-    out = gen.generate(rows, SamplingConfig(max_new_tokens=n), eos_id=None)
-    assert all(len(o.ids) == n for o in out)
-
+def bench_ours(config: LlamaConfig, prompts: np.ndarray, new: int, repeats: int) -> dict:
+  model = Llama(config)
+  variables = jax.jit(model.init_variables)(jax.random.key(0))
+  b, t = prompts.shape
+  tokens, lengths = jnp.asarray(prompts), jnp.full((b,), t, jnp.int32)
+  prefill_fn = jax.jit(functools.partial(prefill, model, cache_size=t + new))
+  decode_fn = jax.jit(functools.partial(decode, model, opts=DecodeOptions(max_new_tokens=new)))
+  knobs, rng, handler = sampling_knobs(SamplingConfig()), jax.random.key(0), jnp.int32(0)
   t0 = time.perf_counter()
-  run(new)
-  compile_s = time.perf_counter() - t0
-  run(1)
-  prefill_s, step_s = _split(_median_time(lambda: run(1), repeats), _median_time(lambda: run(new), repeats), new)
-  return {"compile_s": compile_s, "prefill_s": prefill_s, "step_s": step_s}
+  logits, cache = jax.block_until_ready(prefill_fn(variables, tokens, lengths))
+  t1 = time.perf_counter()
+  out, count, _ = jax.block_until_ready(decode_fn(variables, logits, cache, lengths, None, rng, knobs, handler))
+  t2 = time.perf_counter()
+  assert (np.asarray(count) == new).all()
+  prefill_s = _min_time(lambda _: jax.block_until_ready(prefill_fn(variables, tokens, lengths)), repeats)
+  decode_s = _min_time(lambda _: jax.block_until_ready(
+      decode_fn(variables, logits, cache, lengths, None, rng, knobs, handler)), repeats)
+  return {"prefill_s": prefill_s, "decode_s": decode_s, "compile_s": (t1 - t0) + (t2 - t1)}
 
 
-def bench_hf(config: LlamaConfig, batch: int, prompts: np.ndarray, new: int, repeats: int, dtype: str) -> dict:
+def bench_hf(config: LlamaConfig, prompts: np.ndarray, new: int, repeats: int, dtype: str) -> dict:
   import torch
   import transformers
 
   torch.manual_seed(0)
-  hf_cfg = transformers.LlamaConfig(**config.to_hf(dtype=dtype))
-  model = transformers.LlamaForCausalLM(hf_cfg).eval().to(getattr(torch, dtype))
+  model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config.to_hf(dtype=dtype))).eval()
+  model = model.to(getattr(torch, dtype))
   model.generation_config.eos_token_id = None
-  ids = torch.tensor(prompts)
+  ids = torch.tensor(prompts, dtype=torch.long)
+  mask = torch.ones_like(ids)
+  with torch.inference_mode():
+    def prefill_once(_):
+      return model(ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
 
-  def run(n):
-    with torch.inference_mode():
-      out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False, max_new_tokens=n,
-                           min_new_tokens=n, pad_token_id=0)
-    assert out.shape[1] == ids.shape[1] + n
+    def decode_once(cache):
+      out = model.generate(ids, attention_mask=mask, past_key_values=cache, do_sample=False, max_new_tokens=new,
+                           min_new_tokens=new, pad_token_id=0)
+      assert out.shape[1] == ids.shape[1] + new
 
-  run(new)  # warm-up
-  prefill_s, step_s = _split(_median_time(lambda: run(1), repeats), _median_time(lambda: run(new), repeats), new)
-  return {"prefill_s": prefill_s, "step_s": step_s, "threads": torch.get_num_threads()}
+    base = model(ids[:, :-1], use_cache=True).past_key_values
+    prefill_once(None)
+    decode_once(copy.deepcopy(base))  # warm-up
+    prefill_s = _min_time(prefill_once, repeats)
+    decode_s = _min_time(decode_once, repeats, setup=lambda: copy.deepcopy(base))
+  return {"prefill_s": prefill_s, "decode_s": decode_s}
 
 
 def run(args) -> list[dict]:
   if args.new_tokens < 2:
-    raise SystemExit("--new-tokens must be >= 2 (decode speed is measured between 1 and N new tokens)")
+    raise SystemExit("--new-tokens must be >= 2")
+  if args.threads:
+    # Read when the XLA backend starts (first JAX operation, not the import), so this is still in time.
+    if jax._src.xla_bridge.backends_are_initialized():
+      raise SystemExit("--threads: the JAX backend already started; set XLA_FLAGS yourself")
+    if args.threads == 1:
+      os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_cpu_multi_thread_eigen=false").strip()
+    if not args.no_hf:
+      import torch
+
+      torch.set_num_threads(args.threads)
   rows = []
   for preset in args.presets.split(","):
     config = LlamaConfig.preset(preset, dtype=args.dtype, param_dtype="float32")
@@ -99,15 +126,15 @@ def run(args) -> list[dict]:
       config = config.replace(max_seq_len=args.prompt_len + args.new_tokens)
     for batch in (int(b) for b in args.batches.split(",")):
       prompts = np.random.default_rng(0).integers(4, config.vocab_size, (batch, args.prompt_len)).astype(np.int32)
-      ours = bench_ours(config, batch, prompts, args.new_tokens, args.repeats)
+      ours = bench_ours(config, prompts, args.new_tokens, args.repeats)
       row = {"preset": preset, "params_M": config.num_params() / 1e6, "batch": batch, "prompt_len": args.prompt_len,
-             "new_tokens": args.new_tokens, "dtype": args.dtype,
+             "new_tokens": args.new_tokens, "dtype": args.dtype, "threads": args.threads or "default",
              "jax_prefill_tok_s": batch * args.prompt_len / ours["prefill_s"],
-             "jax_decode_tok_s": batch / ours["step_s"], "jax_compile_s": ours["compile_s"]}
+             "jax_decode_tok_s": batch * args.new_tokens / ours["decode_s"], "jax_compile_s": ours["compile_s"]}
       if not args.no_hf:
-        hf = bench_hf(config, batch, prompts, args.new_tokens, args.repeats, args.dtype)
+        hf = bench_hf(config, prompts, args.new_tokens, args.repeats, args.dtype)
         row.update({"hf_prefill_tok_s": batch * args.prompt_len / hf["prefill_s"],
-                    "hf_decode_tok_s": batch / hf["step_s"], "torch_threads": hf["threads"]})
+                    "hf_decode_tok_s": batch * args.new_tokens / hf["decode_s"]})
         row["prefill_ratio"] = row["jax_prefill_tok_s"] / row["hf_prefill_tok_s"]
         row["decode_ratio"] = row["jax_decode_tok_s"] / row["hf_decode_tok_s"]
       print(row, flush=True)

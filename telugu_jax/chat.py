@@ -65,6 +65,8 @@ def _attach_adapter(loaded, adapter_dir: str) -> None:
   shapes = jax.tree_util.tree_map(lambda x: tuple(x.shape), lora)
   if shapes != jax.tree_util.tree_map(lambda x: tuple(x.shape), want):
     raise ChatError(f"the adapter in {adapter_dir} does not match its own config (rank/targets): re-export it")
+  if "lora" in loaded.variables:
+    print(f"note: --adapter {adapter_dir} replaces the adapter stored with {loaded.path}", file=sys.stderr)
   loaded.variables = {**loaded.variables, "lora": lora}
   loaded.lora_config = lora_config
 
@@ -82,7 +84,10 @@ def load_chat(checkpoint: str, adapter: str | None = None, *, merge: bool = True
         "the checkpoint again with its tokenizer.")
   if adapter is not None:
     _attach_adapter(loaded, adapter)
-  template = ChatTemplate(**loaded.meta["chat_template"]) if loaded.meta.get("chat_template") else ChatTemplate()
+  try:
+    template = ChatTemplate(**(loaded.meta.get("chat_template") or {}))
+  except TypeError as e:
+    raise ChatError(f"{checkpoint}/model.json has a chat_template this version cannot read: {e}") from None
   fmt = ChatFormat(loaded.tokenizer, template)
   return Generator.from_loaded(loaded, merge=merge), fmt
 
@@ -307,6 +312,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   except (ChatError, ModelDirError, TokenizerError, RecordError, TooLongError, ValueError, OSError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
+  except KeyboardInterrupt:
+    print("\n(interrupted)", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

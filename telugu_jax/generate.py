@@ -215,57 +215,65 @@ def _dispatch(handler_id, tok_b, step, done_b):
 
 # ---- the jitted program --------------------------------------------------------------------------------
 
-@functools.partial(jax.jit, static_argnames=("model", "max_new_tokens", "mode", "vocab_limit", "eos_id", "pad_id",
-                                             "use_host", "keep_logits"))
-def _generate_device(variables, tokens_bt, lengths_b, rng, knobs, handler_id, *, model: Llama, max_new_tokens: int,
-                     mode: _Mode, vocab_limit: int, eos_id: int, pad_id: int, use_host: bool, keep_logits: bool):
-  """Prefill + decode loop. Returns new tokens [B, N], their count per row [B] (through the terminator),
-  and, with `keep_logits`, raw logits [B, N, V]."""
-  config = model.config
+@dataclasses.dataclass(frozen=True)
+class DecodeOptions:
+  """The static part of a decode loop: a new value compiles a new program."""
+
+  max_new_tokens: int
+  mode: _Mode = _Mode(greedy=True, top_k=False, top_p=False, repetition=False)
+  vocab_limit: int | None = None   # ids >= this are never sampled (padded embedding rows); None = all
+  eos_id: int = -1                 # -1 = never stop early
+  pad_id: int = 0
+  use_host: bool = False           # call the host each step (stop strings, streaming)
+  keep_logits: bool = False        # return each step's raw logits
+
+
+def prefill(model: Llama, variables: dict, tokens_bt: jax.Array, lengths_b: jax.Array,
+            cache_size: int) -> tuple[jax.Array, KVCache]:
+  """Run the left-padded prompts [B, T] (real lengths [B]) into a fresh cache of `cache_size` slots.
+  Returns the next-token logits [B, V] float32 and the cache (index T)."""
   b, t = tokens_bt.shape
-  vocab = config.vocab_size
   pad_b = t - lengths_b
   slot_t = jnp.arange(t)
   segment_ids = (slot_t[None, :] >= pad_b[:, None]).astype(jnp.int32)
   positions = jnp.maximum(slot_t[None, :] - pad_b[:, None], 0)
-  cache = KVCache.create(config, b, t + max_new_tokens)
+  cache = KVCache.create(model.config, b, cache_size)
   hidden, cache = model.apply(variables, tokens_bt, positions=positions, segment_ids=segment_ids, cache=cache,
                               return_hidden=True)
-  if vocab_limit < vocab:  # ids the tokenizer cannot decode (padded embedding rows) are never sampled
-    valid_v = jnp.arange(vocab) < vocab_limit
-  else:
-    valid_v = None
+  return lm_head(model.config, variables["params"], hidden[:, -1]), cache
 
-  def masked(logits_bv):
-    return logits_bv if valid_v is None else jnp.where(valid_v, logits_bv, -jnp.inf)
 
-  logits = lm_head(config, variables["params"], hidden[:, -1])
-  seen = None
-  if mode.repetition:
-    seen = jnp.zeros((b, vocab), bool).at[jnp.arange(b)[:, None], tokens_bt].max(segment_ids > 0)
-  state = dict(step=jnp.zeros((), jnp.int32), logits=logits, cache=cache, seen=seen,
+def decode(model: Llama, variables: dict, logits_bv: jax.Array, cache: KVCache, lengths_b: jax.Array,
+           seen_bv: jax.Array | None, rng: jax.Array, knobs: dict, handler_id: jax.Array, opts: DecodeOptions):
+  """The decode loop from a prefilled cache: sample, record, feed back, until every row is done or
+  `max_new_tokens`. Returns new tokens [B, N], their count per row [B] (through the terminator), and, with
+  `keep_logits`, each step's raw logits [B, N, V]."""
+  b, vocab, n = logits_bv.shape[0], model.config.vocab_size, opts.max_new_tokens
+  valid_v = None if opts.vocab_limit in (None, vocab) else jnp.arange(vocab) < opts.vocab_limit
+  state = dict(step=jnp.zeros((), jnp.int32), logits=logits_bv, cache=cache, seen=seen_bv,
                done=jnp.zeros((b,), bool), count=jnp.zeros((b,), jnp.int32),
-               out=jnp.full((b, max_new_tokens), pad_id, jnp.int32),
-               hist=jnp.zeros((b, max_new_tokens, vocab), jnp.float32) if keep_logits else None)
+               out=jnp.full((b, n), opts.pad_id, jnp.int32),
+               hist=jnp.zeros((b, n, vocab), jnp.float32) if opts.keep_logits else None)
 
   def cond(s):
-    return (s["step"] < max_new_tokens) & ~jnp.all(s["done"])
+    return (s["step"] < n) & ~jnp.all(s["done"])
 
   def body(s):
     step = s["step"]
-    tok = sample_next(masked(s["logits"]), jax.random.fold_in(rng, step), s["seen"], knobs, mode)
-    tok = jnp.where(s["done"], pad_id, tok)
+    logits = s["logits"] if valid_v is None else jnp.where(valid_v, s["logits"], -jnp.inf)
+    tok = sample_next(logits, jax.random.fold_in(rng, step), s["seen"], knobs, opts.mode)
+    tok = jnp.where(s["done"], opts.pad_id, tok)
     new = dict(s)
     new["out"] = jax.lax.dynamic_update_slice(s["out"], tok[:, None], (0, step))
-    if keep_logits:
+    if opts.keep_logits:
       new["hist"] = jax.lax.dynamic_update_slice(s["hist"], s["logits"][:, None], (0, step, 0))
     new["count"] = jnp.where(s["done"], s["count"], step + 1)
-    done = s["done"] | (tok == eos_id) if eos_id >= 0 else s["done"]
-    if use_host:
+    done = s["done"] | (tok == opts.eos_id) if opts.eos_id >= 0 else s["done"]
+    if opts.use_host:
       done = done | io_callback(_dispatch, jax.ShapeDtypeStruct((b,), jnp.bool_), handler_id, tok, step, s["done"],
                                 ordered=True)
     new["done"] = done
-    if mode.repetition:
+    if opts.mode.repetition:
       new["seen"] = s["seen"].at[jnp.arange(b), tok].set(True)
     logits, new["cache"] = model.apply(variables, tok[:, None], positions=(lengths_b + step)[:, None],
                                        segment_ids=jnp.ones((b, 1), jnp.int32), cache=s["cache"])
@@ -275,6 +283,18 @@ def _generate_device(variables, tokens_bt, lengths_b, rng, knobs, handler_id, *,
 
   state = jax.lax.while_loop(cond, body, state)
   return state["out"], state["count"], state["hist"]
+
+
+@functools.partial(jax.jit, static_argnames=("model", "opts"))
+def _generate_device(variables, tokens_bt, lengths_b, rng, knobs, handler_id, *, model: Llama, opts: DecodeOptions):
+  """Prefill + decode as one program."""
+  b, t = tokens_bt.shape
+  logits, cache = prefill(model, variables, tokens_bt, lengths_b, t + opts.max_new_tokens)
+  seen = None
+  if opts.mode.repetition:  # HF counts the prompt's tokens as seen; pads are not
+    real = jnp.arange(t)[None, :] >= (t - lengths_b)[:, None]
+    seen = jnp.zeros((b, model.config.vocab_size), bool).at[jnp.arange(b)[:, None], tokens_bt].max(real)
+  return decode(model, variables, logits, cache, lengths_b, seen, rng, knobs, handler_id, opts)
 
 
 # ---- the user-facing wrapper ---------------------------------------------------------------------------
@@ -295,6 +315,15 @@ class Generator:
     self.config, self.tokenizer, self.prompt_bucket = config, tokenizer, prompt_bucket
     self.variables = jax.tree_util.tree_map(jnp.asarray, dict(variables))
     self.model = Llama(config, lora=lora_config if (has_lora and not merge) else None)
+
+  def set_adapter(self, lora: dict) -> None:
+    """Swap in another adapter of the same shapes (on-the-fly mode, `merge=False`); nothing recompiles."""
+    if self.model.lora is None:
+      raise ValueError("set_adapter needs a Generator built with merge=False and an adapter")
+    old = jax.tree_util.tree_map(jnp.shape, self.variables["lora"])
+    if jax.tree_util.tree_map(jnp.shape, lora) != old:
+      raise ValueError("the new adapter's shapes (rank, targets) differ from the current one's")
+    self.variables = {**self.variables, "lora": jax.tree_util.tree_map(jnp.asarray, lora)}
 
   @classmethod
   def from_loaded(cls, loaded, **kw) -> Generator:
@@ -353,11 +382,12 @@ class Generator:
       handler_id = next(_HANDLER_IDS)
       _HANDLERS[handler_id] = host
     try:
-      out, count, hist = _generate_device(
-          self.variables, jnp.asarray(tokens), jnp.asarray(lens), jax.random.key(sampling.seed), knobs,
-          jnp.int32(handler_id), model=self.model, max_new_tokens=sampling.max_new_tokens, mode=_mode(sampling),
-          vocab_limit=vocab_limit, eos_id=-1 if eos_id is None else int(eos_id), pad_id=pad_id, use_host=use_host,
-          keep_logits=return_logits)
+      opts = DecodeOptions(max_new_tokens=sampling.max_new_tokens, mode=_mode(sampling), vocab_limit=vocab_limit,
+                           eos_id=-1 if eos_id is None else int(eos_id), pad_id=pad_id, use_host=use_host,
+                           keep_logits=return_logits)
+      out, count, hist = _generate_device(self.variables, jnp.asarray(tokens), jnp.asarray(lens),
+                                          jax.random.key(sampling.seed), knobs, jnp.int32(handler_id),
+                                          model=self.model, opts=opts)
       out, count = np.asarray(out), np.asarray(count)
       hist = None if hist is None else np.asarray(hist)
     finally:

@@ -149,6 +149,24 @@ def test_lora_merged_equals_on_the_fly(gqa_case):
     np.testing.assert_allclose(m.step_logits[0], f.step_logits[0], atol=1e-4, rtol=1e-4)
     assert m.ids == f.ids
     assert m.ids != base.ids  # the adapter does something
+  # Swapping in an adapter whose B is zero (no recompile) gives the base model's output back.
+  live = Generator(cfg, full, lora_config=lora_cfg, merge=False)
+  live.set_adapter(jax.tree_util.tree_map_with_path(
+      lambda path, x: np.zeros_like(x) if path[-1].key == "lora_b" else x, lora))
+  off = live.generate(prompts, greedy, eos_id=None, return_logits=True)
+  assert [o.ids for o in off] == [o.ids for o in batch]
+
+
+def test_repetition_penalty_matches_hf_generate(gqa_case):
+  model, gen, prompts, _ = gqa_case
+  ours = gen.generate(prompts, SamplingConfig(max_new_tokens=NEW, repetition_penalty=1.5), eos_id=None)
+  for prompt, o in zip(prompts, ours, strict=True):
+    ref = model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=NEW, min_new_tokens=NEW,
+                         repetition_penalty=1.5, eos_token_id=None, pad_token_id=0, output_scores=True,
+                         return_dict_in_generate=True)
+    top2 = np.sort(torch.stack(ref.scores)[:, 0].numpy(), axis=-1)[:, -2:]
+    assert (top2[:, 1] - top2[:, 0]).min() > 1e-3
+    assert o.ids == ref.sequences[0, len(prompt):].tolist()
 
 
 def test_prompt_longer_than_context_is_a_clear_error(gqa_case):
