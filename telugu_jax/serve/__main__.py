@@ -48,6 +48,8 @@ def load_models(checkpoint: str, adapters: Sequence[tuple[str, str]], name: str 
   for served_name, adapter in [(name or model_name(checkpoint), None), *adapters]:
     if served_name in models:
       raise ChatError(f"two models are named {served_name!r}: give each --adapter its own NAME (or use --name)")
+    if adapter is not None:
+      adapter = resolve_model_dir(adapter)  # a training run folder names its final model RUN/model
     generator, fmt = load_chat(checkpoint, adapter)
     source = os.path.abspath(checkpoint) + ("" if adapter is None else f" + adapter {os.path.abspath(adapter)}")
     models[served_name] = ServedModel(served_name, generator, fmt, source)
