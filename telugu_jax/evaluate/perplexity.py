@@ -1,7 +1,8 @@
 """Perplexity on loss tokens (assistant tokens for SFT data, every token for raw text).
 
 Both systems of a comparison see the same batches (same loader, no shuffling, one pass), so the
-same tokens are counted; the result says how many.
+same tokens are counted; the result says how many, and how many records the loader could not use
+(too long for `max_seq_len`, ...) or shortened (oldest turns dropped).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ class Perplexity:
   loss: float        # mean cross-entropy per loss token (nats)
   ppl: float
   tokens: int
+  records: int = 0                                         # records (conversations / documents) read
+  rejected: dict = dataclasses.field(default_factory=dict)  # reason -> count, not counted in the perplexity
+  truncated: int = 0                                       # conversations whose oldest turns were dropped
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -35,8 +39,11 @@ def perplexity(loaded: LoadedModel, paths: Sequence[str], *, kind: str = "sft", 
   tokenizer = tokenizer or loaded.tokenizer
   cfg = L.LoaderConfig(max_seq_len=max_seq_len, batch_size=batch_size, shuffle=False, num_epochs=1)
   if kind == "sft":
-    ds = L.sft_dataset(list(paths), ChatFormat(tokenizer), cfg, process_index=0, process_count=1)
+    fmt = ChatFormat(tokenizer)  # one instance: the loader's encoding cache is keyed on it
+    summary = L.sft_corpus(list(paths), fmt, cfg).summary
+    ds = L.sft_dataset(list(paths), fmt, cfg, process_index=0, process_count=1)
   else:
+    summary = L.text_corpus(list(paths), tokenizer, cfg).summary
     ds = L.pretrain_dataset(list(paths), tokenizer, cfg, process_index=0, process_count=1)
   variables = loaded.variables if use_lora else {"params": loaded.variables["params"]}
   model = loaded.model() if use_lora and "lora" in variables else loaded.model().clone(lora=None)
@@ -49,4 +56,5 @@ def perplexity(loaded: LoadedModel, paths: Sequence[str], *, kind: str = "sft", 
     ce += float(aux["ce_sum"])
     n += float(aux["tokens"])
   loss = ce / max(n, 1.0)
-  return Perplexity(loss=loss, ppl=math.exp(min(loss, 50.0)), tokens=int(n))
+  return Perplexity(loss=loss, ppl=math.exp(min(loss, 50.0)), tokens=int(n), records=int(summary.get("records", 0)),
+                    rejected=dict(summary.get("rejected", {})), truncated=int(summary.get("truncated", 0)))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from collections.abc import Sequence
 
 CSS = """
@@ -109,9 +110,10 @@ def plot_perplexity(results: dict) -> str:
   series = {}
   for key, label in (("heldout", "held-out assistant tokens"), ("prose", "held-out prose (forgetting)")):
     series[label] = [_get(results, f"systems/{s}/perplexity/{key}/ppl") for s in systems]
-  _bars(ax, systems, series, "perplexity (log scale)")
-  ax.set_yscale("log")
-  ax.legend()
+  _bars(ax, systems, series, "perplexity (lower is better)")
+  for container in ax.containers:
+    ax.bar_label(container, fmt="%.1f", fontsize=8)
+  ax.legend(loc="upper left", bbox_to_anchor=(1, 1))
   return _img("perplexity", fig, "perplexity per system")
 
 
@@ -127,7 +129,7 @@ def plot_categories(results: dict, set_name: str) -> str:
     series = {s: [_get(results, f"systems/{s}/{set_name}/by_category/{c}/{key}") for c in cats] for s in systems}
     _bars(ax, cats, series, label)
     ax.set_title(label)
-  axes[0].legend()
+  axes[-1].legend(loc="upper left", bbox_to_anchor=(1, 1))
   return _img(f"categories_{set_name}", fig, f"reference metrics per category ({set_name})")
 
 
@@ -140,7 +142,7 @@ def plot_compliance(results: dict, set_name: str) -> str:
   series = {s: [_get(results, f"systems/{s}/{set_name}/overall/{k}") for k, _ in keys] for s in systems}
   _bars(ax, [label for _, label in keys], series, "% of responses")
   ax.set_ylim(0, 105)
-  ax.legend()
+  ax.legend(loc="upper left", bbox_to_anchor=(1, 1))
   return _img(f"compliance_{set_name}", fig, f"format compliance and language fidelity ({set_name})")
 
 
@@ -202,6 +204,25 @@ def headline(results: dict) -> str:
     if cb is not None and cs is not None:
       lines.append(f"{html.escape(s)}: format compliance {fmt(cs)}% vs {html.escape(base)} {fmt(cb)}%")
   return "<ul>" + "".join(f"<li>{line}</li>" for line in lines) + "</ul>"
+
+
+def coverage_note(results: dict) -> str:
+  """What the perplexities count: tokens, and records the loader could not use (same for every system)."""
+  first = next(iter(results["systems"].values()), {})
+  notes = []
+  for key, what, unit in (("heldout", "held-out assistant-token perplexity", "conversations"),
+                          ("prose", "prose perplexity", "documents")):
+    p = _get(first, f"perplexity/{key}")
+    if not p:
+      continue
+    rejected = sum((p.get("rejected") or {}).values())
+    line = f"{what}: {p['tokens']} tokens from {p.get('records', 0) - rejected} of {p.get('records', 0)} {unit}"
+    if rejected:
+      line += f" ({rejected} not usable: {html.escape(json.dumps(p['rejected']))})"
+    if p.get("truncated"):
+      line += f"; {p['truncated']} shortened (oldest turns dropped)"
+    notes.append(line)
+  return '<p class="note">' + "<br>".join(notes) + "</p>" if notes else ""
 
 
 def category_table(results: dict, set_name: str) -> str:
@@ -295,7 +316,7 @@ def render(results: dict, rows: Sequence[dict], *, samples: int = 12) -> str:
       f"<h1>Evaluation report</h1><p class='note'>{html.escape(results.get('created', ''))}; answer sets: {sets}; "
       f"generation: max_new_tokens {g.get('max_new_tokens')}, temperature {g.get('temperature')}.</p>",
       f"<ul>{systems}</ul>", warnings,
-      "<h2>Summary</h2>", headline(results), summary_table(results),
+      "<h2>Summary</h2>", headline(results), summary_table(results), coverage_note(results),
       '<p class="note">Perplexity: on the held-out conversations\' assistant tokens and on held-out prose, same '
       "tokens for every system. chrF++/BLEU (sacrebleu, corpus level) and ROUGE-L (F1 x100, Telugu-keeping "
       "tokens) on answers that have a reference. Compliance: non-empty, ended with eos within the budget, no "

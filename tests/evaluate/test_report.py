@@ -1,0 +1,204 @@
+"""The evaluation end to end on the suite's shared smoke run: results.json checked against independent
+recomputations, a rating round trip through the report mode, and the HTML opened in headless Chromium
+(plots decoded with non-zero size, every number shown equal to the JSON)."""
+
+import csv
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+
+import pytest
+import sacrebleu
+
+from telugu_jax.evaluate import rating
+from telugu_jax.evaluate.report import fmt
+from telugu_jax.evaluate.run import run
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def eval_config(smoke_run, out):
+  spec = importlib.util.spec_from_file_location("eval_config", os.path.join(REPO, "configs", "eval.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config()
+  w = smoke_run["workdir"]
+  c.systems = {"base": os.path.join(w, "base"), "sft-lora": os.path.join(w, "sft")}
+  c.data.heldout = os.path.join(w, "data", "val.jsonl")
+  c.data.prose = os.path.join(w, "text", "val.txt")
+  c.output = str(out)
+  c.questions.per_category = 1
+  c.heldout_answers.limit = 4
+  c.generation.max_new_tokens = 16
+  c.generation.batch_size = 8
+  c.report.samples = 6
+  return c
+
+
+def _fill_sheets(kit, out):
+  """Two raters: alice gives sft-lora 2 and base 1 everywhere; bob the same except fluency 3 for sft-lora."""
+  key = rating.read_key(kit["key"])
+  with open(kit["sheets"][0], encoding="utf-8-sig", newline="") as f:
+    rows = list(csv.DictReader(f))
+  paths = []
+  for rater in ("alice", "bob"):
+    for r in rows:
+      system = key[r["item"]]["system"]
+      for c in rating.CRITERIA:
+        r[c] = "2" if system == "sft-lora" else "1"
+        if rater == "bob" and system == "sft-lora" and c == "fluency":
+          r[c] = "3"
+    paths.append(os.path.join(out, f"{rater}.csv"))
+    with open(paths[-1], "w", encoding="utf-8-sig", newline="") as f:
+      w = csv.DictWriter(f, fieldnames=list(rating.SHEET_COLUMNS))
+      w.writeheader()
+      w.writerows(rows)
+  return paths
+
+
+@pytest.fixture(scope="module")
+def evaluated(smoke_run, tmp_path_factory):
+  out = tmp_path_factory.mktemp("eval")
+  config = eval_config(smoke_run, out)
+  full = run(config)
+  with open(out / "results.json", encoding="utf-8") as f:
+    full_json = json.load(f)
+  sheets = _fill_sheets(full["rating_kit"], str(out))
+  config.mode = "report"
+  config.rating.sheets = tuple(sheets)
+  rated = run(config)
+  with open(out / "answers.jsonl", encoding="utf-8") as f:
+    rows = [json.loads(line) for line in f]
+  return {"out": out, "full": full_json, "rated": rated, "rows": rows, "config": config}
+
+
+def test_perplexity_and_compliance_against_independent_recomputation(evaluated, smoke_run):
+  res = evaluated["full"]
+  base, sft = res["systems"]["base"], res["systems"]["sft-lora"]
+  # The demo computed the same held-out perplexities on its own (same loader settings): they must agree.
+  assert sft["perplexity"]["heldout"]["ppl"] == pytest.approx(smoke_run["sft_ppl"]["ppl"], rel=1e-5)
+  assert base["perplexity"]["heldout"]["ppl"] == pytest.approx(smoke_run["base_ppl"]["ppl"], rel=1e-5)
+  assert base["perplexity"]["heldout"]["tokens"] == sft["perplexity"]["heldout"]["tokens"] > 0
+  assert base["perplexity"]["prose"]["tokens"] == sft["perplexity"]["prose"]["tokens"] > 0
+  assert sft["perplexity"]["heldout"]["ppl"] < base["perplexity"]["heldout"]["ppl"]
+  for system in ("base", "sft-lora"):
+    for set_name, n in (("questions", 6), ("heldout", 4)):
+      rows = [r for r in evaluated["rows"] if r["system"] == system and r["set"] == set_name]
+      assert len(rows) == n
+      # compliance recomputed from the raw rows: non-empty, eos, no "user:" written by the model
+      ok = [r["text"].strip() != "" and r["finish_reason"] == "eos" and not re.search(r"(^|\s)user:", r["raw_text"],
+                                                                                        re.I)
+            and not re.search(r"(^|\s)assistant:", r["raw_text"], re.I) for r in rows]
+      assert res["systems"][system][set_name]["overall"]["compliance"] == pytest.approx(100 * sum(ok) / n)
+      for r in rows:
+        if r["finish_reason"] == "stop":
+          assert r["checks"]["invented_turn"] == "user:" and "user:" in r["raw_text"] and "user:" not in r["text"]
+        if r["finish_reason"] == "error":
+          assert "exceeds the model's context" in r["error"] and not r["checks"]["compliant"]
+      with_ref = [r for r in rows if r["reference"]]
+      chrf = sacrebleu.corpus_chrf([r["text"] for r in with_ref], [[r["reference"] for r in with_ref]], word_order=2)
+      assert res["systems"][system][set_name]["overall"]["chrf_pp"] == pytest.approx(chrf.score)
+
+
+def test_rating_round_trip_through_report_mode(evaluated):
+  ratings = evaluated["rated"]["ratings"]
+  sft, base = ratings["systems"]["sft-lora"]["all"], ratings["systems"]["base"]["all"]
+  assert sft["relevance"]["mean"] == 2.0 and base["relevance"]["mean"] == 1.0
+  assert sft["fluency"]["mean"] == 2.5 and sft["fluency"]["counts"] == [0, 0, 6, 6]  # 6 questions x 2 raters
+  assert ratings["agreement"]["relevance"] == pytest.approx(1.0)      # identical scores
+  assert ratings["agreement"]["fluency"] < 1.0
+  # the report mode keeps the full run's numbers and the same (reused) sheets
+  assert evaluated["rated"]["systems"] == evaluated["full"]["systems"]
+  assert evaluated["full"]["rating_kit"]["reused"] is False
+
+
+def test_cli_rejects_a_bad_sheet_with_row_and_column(evaluated, tmp_path):
+  bad = tmp_path / "carol.csv"
+  with open(evaluated["out"] / "alice.csv", encoding="utf-8-sig", newline="") as f:
+    rows = list(csv.reader(f))
+  rows[3][rows[0].index("fluency")] = "4"  # the 3rd item: spreadsheet row 4
+  with open(bad, "w", encoding="utf-8", newline="") as f:
+    csv.writer(f).writerows(rows)
+  proc = subprocess.run([sys.executable, "-m", "telugu_jax.evaluate", "--config", os.path.join(REPO, "configs/eval.py"),
+                         f"--config.output={evaluated['out']}", "--config.mode=report",
+                         f"--config.rating.sheets=('{bad}',)"], capture_output=True, text=True, cwd=REPO,
+                        timeout=120)
+  assert proc.returncode != 0
+  assert "row 4, column 'fluency' (H): '4' is not a score" in proc.stderr, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+
+
+class _Dom(HTMLParser):
+  def __init__(self):
+    super().__init__()
+    self.images, self.numbers, self._path, self._text = [], [], None, ""
+
+  def handle_starttag(self, tag, attrs):
+    a = dict(attrs)
+    if tag == "img":
+      self.images.append(a)
+    if "data-path" in a:
+      self._path, self._text = a["data-path"], ""
+
+  def handle_data(self, data):
+    if self._path is not None:
+      self._text += data
+
+  def handle_endtag(self, tag):
+    if self._path is not None and tag == "td":
+      self.numbers.append((self._path, self._text))
+      self._path = None
+
+
+PROBE = """<script>window.addEventListener('load', () => {
+  for (const img of document.images) {
+    const box = img.getBoundingClientRect();
+    img.setAttribute('data-natural', img.naturalWidth + 'x' + img.naturalHeight);
+    img.setAttribute('data-rendered', Math.round(box.width) + 'x' + Math.round(box.height));
+    img.setAttribute('data-complete', String(img.complete));
+  }
+  document.body.setAttribute('data-probed', '1');
+});</script></body>"""
+
+
+def _lookup(tree, path):
+  for k in path.split("/"):
+    tree = tree[k] if isinstance(tree, dict) and k in tree else None
+  return tree
+
+
+def test_report_renders_in_headless_chromium(evaluated, chromium, tmp_path):
+  html_text = (evaluated["out"] / "report.html").read_text(encoding="utf-8")
+  assert "<script" not in html_text and "http://" not in html_text and "https://" not in html_text  # self-contained
+  probed = tmp_path / "probed.html"
+  probed.write_text(html_text.replace("</body>", PROBE), encoding="utf-8")
+  proc = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--window-size=1300,2000",
+                         "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+                        capture_output=True, text=True, timeout=120)
+  assert 'data-probed="1"' in proc.stdout, proc.stderr[-2000:]
+  dom = _Dom()
+  dom.feed(proc.stdout)
+  plots = {img["data-plot"]: img for img in dom.images}
+  assert {"loss_curves", "perplexity", "categories_questions", "compliance_questions", "categories_heldout",
+          "compliance_heldout", "ratings"} <= set(plots)
+  for name, img in plots.items():
+    w, h = map(int, img["data-natural"].split("x"))
+    rw, rh = map(int, img["data-rendered"].split("x"))
+    assert img["data-complete"] == "true" and w > 100 and h > 100 and rw > 100 and rh > 50, (name, img)
+  with open(evaluated["out"] / "results.json", encoding="utf-8") as f:
+    results = json.load(f)
+  assert len(dom.numbers) > 100
+  for path, text in dom.numbers:
+    value = _lookup(results, path)
+    assert text == fmt(value), (path, text, value)
+    if isinstance(value, float):
+      assert float(text) == pytest.approx(value, abs=0.006)
+  shown = {p for p, _ in dom.numbers}
+  for key in ("systems/base/perplexity/heldout/ppl", "systems/sft-lora/perplexity/heldout/ppl",
+              "systems/sft-lora/questions/overall/compliance", "systems/base/questions/overall/fidelity",
+              "ratings/agreement/all"):
+    assert key in shown
