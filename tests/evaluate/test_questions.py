@@ -34,3 +34,20 @@ def test_no_question_in_demo_training_data():
 def test_per_category_cut():
   qs = load_questions(per_category=2)
   assert Counter(q.category for q in qs) == {c: 2 for c in CATEGORIES}
+
+
+def test_from_conversation_reference_and_expected_script():
+  import pytest
+
+  from telugu_jax.data.records import Conversation, Turn
+  from telugu_jax.evaluate.questions import from_conversation
+
+  te = from_conversation(Conversation.single("a", "రాజధాని ఏది?", "న్యూఢిల్లీ.", category="factual"))
+  assert te.reference == "న్యూఢిల్లీ." and te.expected_script == "te" and te.category == "factual"
+  en = from_conversation(Conversation.single("b", "ఆంగ్లంలోకి అనువదించండి: శుభోదయం.", "Good morning."))
+  assert en.expected_script == "other" and en.category == "other"
+  multi = Conversation("c", (Turn("user", "నమస్కారం"), Turn("assistant", "నమస్కారం!"), Turn("user", "ఎలా ఉన్నారు?")))
+  q = from_conversation(multi)
+  assert q.reference is None and len(q.prompt) == 3 and q.text == "ఎలా ఉన్నారు?"
+  with pytest.raises(ValueError, match="needs a user turn"):
+    from_conversation(Conversation("d", (Turn("assistant", "సరే"),)))
