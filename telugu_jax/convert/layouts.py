@@ -172,7 +172,16 @@ def _tokenizer_dir(*folders: str) -> str | None:
 
 def open_source(path: str | os.PathLike, layout: str, *, config_file: str | None = None) -> Source:
   """Open the weights lazily and read the architecture config (see the module docstring)."""
-  path = os.path.abspath(os.fspath(path))
+  try:
+    return _open_source(os.path.abspath(os.fspath(path)), layout, config_file)
+  except ConversionError:
+    raise
+  except (ValueError, KeyError, TypeError) as e:  # LlamaConfig.from_hf/from_dict on a config it cannot use
+    what = f"missing field {e}" if isinstance(e, KeyError) else str(e)
+    raise ConversionError(f"cannot use the architecture config of {config_file or path}: {what}") from None
+
+
+def _open_source(path: str, layout: str, config_file: str | None) -> Source:
   notes: list[str] = []
   if layout == "hf":
     if not os.path.isfile(os.path.join(path, "config.json")):

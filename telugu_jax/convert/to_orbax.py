@@ -151,7 +151,10 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, layout: str = "au
   try:
     config = source.config
     if preset:
-      config = LlamaConfig.preset(preset)
+      try:
+        config = LlamaConfig.preset(preset)
+      except ValueError as e:
+        raise ConversionError(str(e)) from None
     if config is None:
       raise ConversionError(f"{src} is a bare state dict: give its architecture with --config FILE "
                             "(a Hugging Face config.json, Meta params.json or telugu-jax config) or --preset NAME "

@@ -122,6 +122,12 @@ def test_config_and_weights_disagree(change, message, hf_ref, tmp_path):
   _assert_nothing_written(tmp_path)
 
 
+def test_unsupported_architecture_config(hf_ref, tmp_path):
+  with pytest.raises(ConversionError, match="cannot use the architecture config of .*'qwen2'"):
+    convert(_hf_folder(tmp_path / "src", hf_ref, model_type="qwen2"), tmp_path / "out", **QUIET)
+  _assert_nothing_written(tmp_path)
+
+
 def test_tied_embedding_disagreements(hf_ref, tmp_path):
   # Tied config, but the checkpoint's lm_head is a different matrix: refusing beats dropping it.
   with pytest.raises(ConfigMismatchError, match="lm_head.weight differs from the embedding"):
