@@ -55,7 +55,7 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t
 _LEET_L = str.maketrans({"1": "l", "|": "l"})
 _LEET_CHARS = frozenset("0134579@$!|")
 _LEET_RUN = re.compile(r"[a-z0-9@$!|]+")
-_LEET_INSIDE = re.compile(r"[a-z][0-9@$!|]+[a-z]")
+_LEET_INSIDE = re.compile(r"[a-z][0-9@$!|]+[a-z]|^[a-z]+[013457@$]$|^[013457@$][a-z]{2,}$")
 _LATIN = re.compile(r"[a-z]")
 
 TE_SIGN = "\u0c00-\u0c04\u0c3c\u0c3e-\u0c56\u0c62\u0c63"
@@ -87,8 +87,9 @@ def text_view(text: str) -> str:
 
 def _leet_runs(text: str) -> list[re.Match]:
   """Runs of letters/digits/leet symbols that look like leetspeak: a leet character between two Latin
-  letters (`k1ll`, `m3th`) or an `@`/`$` with letters (`h@te`, `$ex`). `14-year-old`, `100mg`, `covid19`,
-  `4g` stay as they are; a trailing `!` is punctuation (`kill!`)."""
+  letters (`k1ll`, `m3th`), one leet digit ending or starting a word (`d0`, `0verdose`), or an `@`/`$`
+  with letters (`h@te`, `$ex`). `14-year-old`, `100mg`, `covid19`, `4g` stay as they are; a trailing `!`
+  is punctuation (`kill!`)."""
   runs = []
   for m in _LEET_RUN.finditer(text):
     core = m.group(0).rstrip("!|")

@@ -8,7 +8,8 @@ A directory of lists holds:
   messages.json     the refusal per category, the self-harm message and the identity answer.
 
 Lines with the same macro or rule name (in one file or across directories) are alternatives: the rule
-fires if any of them matches, so an extra directory extends a built-in rule by reusing its name.
+fires if any of them matches, so an extra directory extends a built-in rule by reusing its name. The
+options of all its lines apply to the whole rule.
 `#` starts a comment line. Options, comma separated inside `[...]`:
   user, assistant   the roles the rule checks (default: both)
   text              match the text view (punctuation and digits kept; see normalise.py) instead of words
