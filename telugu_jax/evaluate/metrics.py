@@ -12,7 +12,7 @@
   holds no role marker at the start of a line or after a space.
 - Language fidelity: the response is mainly in the script expected (Telugu when asked in Telugu; English for
   a te->en translation), judged by the share of its letters in the Telugu Unicode block.
-- Repetition: the share of word n-grams (n=3) of a response that repeat an earlier one of the same response.
+- Repetition: the share of n-grams (n=3; words and punctuation marks) of a response that repeat an earlier one.
 """
 
 from __future__ import annotations
@@ -36,18 +36,25 @@ def _word_char(ch: str) -> bool:
   return ch in JOINERS or unicodedata.category(ch)[0] in "LMN"
 
 
-def words(text: str) -> list[str]:
-  """Word tokens that keep Telugu: maximal runs of letters, marks, digits and joiners, casefolded."""
+def _tokens(text: str, *, marks: bool) -> list[str]:
   out, cur = [], []
   for ch in text:
     if _word_char(ch):
       cur.append(ch)
-    elif cur:
+      continue
+    if cur:
       out.append("".join(cur))
       cur = []
+    if marks and not ch.isspace():
+      out.append(ch)
   if cur:
     out.append("".join(cur))
   return [w.casefold() for w in out if w.strip(JOINERS)]
+
+
+def words(text: str) -> list[str]:
+  """Word tokens that keep Telugu: maximal runs of letters, marks, digits and joiners, casefolded."""
+  return _tokens(text, marks=False)
 
 
 # ---- reference metrics ---------------------------------------------------------------------------------
@@ -114,8 +121,9 @@ def invented_turn(raw_text: str, template: ChatTemplate = DEFAULT_TEMPLATE) -> s
 
 
 def repetition_rate(text: str, n: int = 3) -> float:
-  """Share of word n-grams that repeat an earlier n-gram of the same text (0: none; ~1: a loop)."""
-  w = words(text)
+  """Share of n-grams that repeat an earlier n-gram of the same text (0: none; ~1: a loop). Tokens are
+  `words` plus each punctuation mark or symbol, so a loop of dots counts too."""
+  w = _tokens(text, marks=True)
   grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
   if not grams:
     return 0.0
@@ -127,7 +135,7 @@ class ResponseChecks:
   non_empty: bool
   ended_with_eos: bool          # finish_reason == "eos": stopped by itself within max_new_tokens
   invented_turn: str | None     # the marker found in the raw text, or None
-  script: str | None            # "te", "other" or None (no letters)
+  script: str | None            # "te", "other", "digits" (numbers, no letters) or None (neither)
   expected_script: str          # "te" or "other"
   repetition: float
 
@@ -137,8 +145,9 @@ class ResponseChecks:
 
   @property
   def faithful(self) -> bool:
-    """In the expected script; a non-empty answer without letters (digits, punctuation) is language-neutral."""
-    return self.script == self.expected_script or (self.script is None and self.non_empty)
+    """In the expected script; an answer of numbers without letters is language-neutral; punctuation alone
+    or nothing is not faithful."""
+    return self.script in (self.expected_script, "digits")
 
   def to_dict(self) -> dict:
     return {**dataclasses.asdict(self), "compliant": self.compliant, "faithful": self.faithful}
@@ -158,8 +167,11 @@ def check_response(text: str, raw_text: str, finish_reason: str, *, expected_scr
     raise ValueError(f"unknown finish_reason {finish_reason!r}; expected 'eos', 'stop' or 'length'")
   if expected_script not in ("te", "other"):
     raise ValueError(f"expected_script must be 'te' or 'other', got {expected_script!r}")
+  script = main_script(text)
+  if script is None and any(unicodedata.category(ch) == "Nd" for ch in text):
+    script = "digits"  # numbers only (an arithmetic answer): language-neutral
   return ResponseChecks(non_empty=bool(text.strip()), ended_with_eos=finish_reason == "eos",
-                        invented_turn=invented_turn(raw_text, template), script=main_script(text),
+                        invented_turn=invented_turn(raw_text, template), script=script,
                         expected_script=expected_script, repetition=repetition_rate(text))
 
 
@@ -178,7 +190,8 @@ def summarise(rows: Iterable[dict]) -> dict:
          "ended_with_eos": pct("ended_with_eos"),
          "invented_turn": 100.0 * sum(r["checks"]["invented_turn"] is not None for r in rows) / len(rows),
          "fidelity": pct("faithful"),
-         "repetition": sum(r["checks"]["repetition"] for r in rows) / len(rows)}
+         "repetition": sum(r["checks"]["repetition"] for r in rows) / len(rows),
+         "errors": sum(1 for r in rows if r.get("error"))}
   with_ref = [r for r in rows if r.get("reference")]
   out["n_ref"] = len(with_ref)
   if with_ref:

@@ -100,6 +100,9 @@ def test_repetition_rate():
   assert M.repetition_rate("ఒక రోజు ఒక రోజు ఒక రోజు ఒక రోజు") == pytest.approx(2 / 3)
   assert M.repetition_rate(HYP) == 0.0
   assert M.repetition_rate("ఒకటి రెండు") == 0.0
+  # a loop of dots (what an undertrained model writes): 6 tokens, 4 trigrams, 1 distinct -> 3/4
+  assert M.repetition_rate(".\n.\n.\n.\n.\n.") == pytest.approx(3 / 4)
+  assert M.repetition_rate("సరే, సరే.") == 0.0   # 4 tokens (సరే , సరే .), 2 distinct trigrams
 
 
 def test_summarise_by_category():
@@ -119,3 +122,4 @@ def test_summarise_by_category():
 def test_fidelity_of_letterless_answers():
   assert M.check_response("3, 12, 29", "3, 12, 29", "eos").faithful      # numbers only: language-neutral
   assert not M.check_response("", "", "eos").faithful                     # nothing: not faithful
+  assert not M.check_response(".\n.\n.", ".\n.\n.", "eos").faithful      # punctuation only: not faithful
