@@ -21,6 +21,7 @@ or the cookie that opening a page as `/?api_key=KEY` sets (the browser pages can
 from __future__ import annotations
 
 import asyncio
+import collections
 import hmac
 import json
 import pathlib
@@ -133,17 +134,35 @@ def _sse(obj: dict | str) -> str:
 
 
 class _Ticket:
-  """A job's sink: engine-thread events onto this request's asyncio queue."""
+  """A job's sink: events from the engine thread, queued for this request's coroutine."""
 
   def __init__(self):
     self.loop = asyncio.get_running_loop()
-    self.queue: asyncio.Queue = asyncio.Queue()
+    self.events: collections.deque = collections.deque()
+    self.ready = asyncio.Event()
 
-  def __call__(self, kind: str, value) -> None:
+  def __call__(self, kind: str, value) -> None:  # runs on the engine thread
     try:
-      self.loop.call_soon_threadsafe(self.queue.put_nowait, (kind, value))
+      self.loop.call_soon_threadsafe(self._put, (kind, value))
     except RuntimeError:  # the event loop has closed: the server is shutting down
       pass
+
+  def _put(self, event) -> None:
+    self.events.append(event)
+    self.ready.set()
+
+  async def get(self) -> tuple[str, object]:
+    while not self.events:
+      self.ready.clear()
+      await self.ready.wait()
+    return self.events.popleft()
+
+  def take_deltas(self) -> str:
+    """The text of the deltas queued right now (they go out as one chunk)."""
+    text = ""
+    while self.events and self.events[0][0] == "delta":
+      text += self.events.popleft()[1]
+    return text
 
 
 def create_app(engine: Engine, *, api_key: str | None = None, max_tokens_cap: int = 512,
@@ -188,7 +207,9 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_tokens_cap: in
   # ---- API -----------------------------------------------------------------------------------------------
   @app.get("/health")
   async def health():
-    return {"status": "ok", "models": list(engine.models), "engine": dict(engine.stats)}
+    stats = dict(engine.stats)
+    stats["batch_sizes"] = dict(stats["batch_sizes"])
+    return {"status": "ok", "models": list(engine.models), "engine": stats}
 
   @app.get("/v1/models")
   async def list_models():
@@ -283,7 +304,7 @@ async def _wait(job: Job, ticket: _Ticket, request: Request) -> Result | None:
   """The job's result; None (and the job cancelled) when the client hangs up first."""
   while True:
     try:
-      kind, value = await asyncio.wait_for(ticket.queue.get(), timeout=0.25)
+      kind, value = await asyncio.wait_for(ticket.get(), timeout=0.25)
     except TimeoutError:
       if await request.is_disconnected():
         job.cancelled.set()
@@ -301,8 +322,11 @@ async def _stream(job: Job, ticket: _Ticket, model: str, cid: str, notes: dict, 
   try:
     yield _sse(schemas.chunk(cid, model, created, delta={"role": "assistant", "content": ""}, notes=notes))
     while True:
-      kind, value = await ticket.queue.get()
+      kind, value = await ticket.get()
       if kind == "delta":
+        # Deltas that queued up while this stream waited go out as one chunk: under load the event loop
+        # then does less work per token, and holds the GIL the decode loop's host callback needs less often.
+        value += ticket.take_deltas()
         yield _sse(schemas.chunk(cid, model, created, delta={"content": value}))
       elif kind == "done":
         yield _sse(schemas.chunk(cid, model, created, delta={}, finish_reason=value.finish_reason,

@@ -157,7 +157,8 @@ class Engine:
     self._running = False
     self._thread: threading.Thread | None = None
     self._seeds = itertools.count(seed)
-    self.stats = {"batches": 0, "jobs": 0, "tokens": 0, "cancelled": 0, "largest_batch": 0}
+    self.stats = {"batches": 0, "jobs": 0, "tokens": 0, "cancelled": 0, "largest_batch": 0, "decode_s": 0.0,
+                  "batch_sizes": {}}  # requests per batch -> how many batches had that many
     self.finished: collections.deque[tuple[int, Result]] = collections.deque(maxlen=256)  # (job id, result)
 
   # ---- lifecycle ---------------------------------------------------------------------------------------
@@ -262,6 +263,7 @@ class Engine:
     with gen_lib._HANDLER_LOCK:
       handler_id = next(gen_lib._HANDLER_IDS)
       gen_lib._HANDLERS[handler_id] = rows
+    t0 = time.perf_counter()
     try:
       out = _decode_program(gen, tokens, lens, seed, sampling, handler_id, dict(
           max_new_tokens=budget, mode=gen_lib._mode(sampling), vocab_limit=min(tok.vocab_size, gen.config.vocab_size),
@@ -271,6 +273,8 @@ class Engine:
       with gen_lib._HANDLER_LOCK:
         gen_lib._HANDLERS.pop(handler_id, None)
     self.stats["batches"] += 1
+    self.stats["decode_s"] += time.perf_counter() - t0
+    self.stats["batch_sizes"][n] = self.stats["batch_sizes"].get(n, 0) + 1
     self.stats["largest_batch"] = max(self.stats["largest_batch"], n)
     for r, job in enumerate(jobs):
       reason = rows.reason[r] or "length"  # the program's budget is never below a row's own limit

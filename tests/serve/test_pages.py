@@ -123,12 +123,16 @@ def test_rate_page_scores_persist_across_reload_and_export(browser, tiny_models,
   store = RatingStore(str(tmp_path / "ratings.sqlite"), sheet)
   rater = "సీత"
 
-  def button(q, r, c, s):
-    return browser.find_element(By.CSS_SELECTOR, f'.score[data-q="{q}"][data-r="{r}"][data-c="{c}"][data-s="{s}"]')
+  def selector(q, r, c, s):
+    return f'.score[data-q="{q}"][data-r="{r}"][data-c="{c}"][data-s="{s}"]'
+
+  def is_selected(q, r, c, s):  # asked in the page: a click re-renders the buttons, so no element is kept
+    return js(browser, "const b = document.querySelector(arguments[0]); return !!b && "
+                       "b.classList.contains('selected')", selector(q, r, c, s))
 
   def click(q, r, c, s, selected=True):
-    button(q, r, c, s).click()
-    wait(browser, lambda d: ("selected" in button(q, r, c, s).get_attribute("class")) == selected)
+    browser.find_element(By.CSS_SELECTOR, selector(q, r, c, s)).click()
+    wait(browser, lambda d: is_selected(q, r, c, s) == selected)
 
   def ready():
     wait(browser, lambda d: js(d, "return document.body.dataset.rater") == rater)
@@ -155,7 +159,7 @@ def test_rate_page_scores_persist_across_reload_and_export(browser, tiny_models,
     browser.refresh()  # nothing lives only in the page: the scores come back from SQLite
     ready()
     assert js(browser, "return document.getElementById('question').textContent").startswith("వర్షం")
-    assert "selected" in button("q002", "B", "fluency", 1).get_attribute("class")
+    assert is_selected("q002", "B", "fluency", 1)
     browser.find_element(By.ID, "prev").click()
     selected = js(browser, "return [...document.querySelectorAll('.score.selected')].map((b) => "
                            "[b.dataset.q, b.dataset.r, b.dataset.c, b.dataset.s].join(' '))")
