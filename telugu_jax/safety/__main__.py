@@ -6,13 +6,14 @@
 `check` reads lines `{"id", "text", "role"?}` (role "user" by default) and writes, in input order,
 `{"id", "blocked", "category", "rule"}`; identity questions get category "identity", blocked false.
 With `--all`, every rule that fires is listed under "hits" (for finding rules that overlap).
-`eval` with no `--set` scores the bundled labelled set and the held-out set separately.
+`eval` with no `--set` scores each bundled set (labelled.jsonl, heldout*.jsonl) separately.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import glob
 import json
 import os
 import sys
@@ -63,7 +64,7 @@ def check(args: argparse.Namespace) -> int:
 
 def eval_(args: argparse.Namespace) -> int:
   flt = SafetyFilter.load(args.extra_dir)
-  sets = args.set or [os.path.join(builtin_dir(), "labelled.jsonl"), os.path.join(builtin_dir(), "heldout.jsonl")]
+  sets = args.set or sorted(glob.glob(os.path.join(builtin_dir(), "*.jsonl")))
   reports = {}
   for path in sets:
     if not os.path.exists(path):

@@ -55,7 +55,7 @@ _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t
 _LEET_L = str.maketrans({"1": "l", "|": "l"})
 _LEET_CHARS = frozenset("0134579@$!|")
 _LEET_RUN = re.compile(r"[a-z0-9@$!|]+")
-_LEET_INSIDE = re.compile(r"[a-z][0-9@$!|]+[a-z]|^[a-z]+[013457@$]$|^[013457@$][a-z]{2,}$")
+_LEET_INSIDE = re.compile(r"[a-z][0-9@$!|]+[a-z]|^[a-z]+[01345@$]$|^[013457@$][a-z]{2,}$")
 _LATIN = re.compile(r"[a-z]")
 
 TE_SIGN = "\u0c00-\u0c04\u0c3c\u0c3e-\u0c56\u0c62\u0c63"

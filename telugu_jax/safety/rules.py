@@ -19,7 +19,8 @@ options of all its lines apply to the whole rule.
 Rules are Python `re` patterns matched against normalised, lower-case text. In word rules every word is
 separated by one space and the text starts and ends with one, so `\\b` is rewritten to "next to a space"
 and `\\w` to "not a space": Python's own `\\b`/`\\w` treat Telugu vowel signs as non-word characters and
-would cut `చంపు` into `చ`, `ప`.
+would cut `చంపు` into `చ`, `ప`. A virama (్) in a word rule is optional, so `రికార్డ్\\w*` also matches
+`రికార్డులు` (a loanword's final virama gives way to a vowel sign when it is inflected).
 """
 
 from __future__ import annotations
@@ -110,7 +111,9 @@ class Rule:
 
 
 def _word_regex(src: str) -> str:
-  """Rewrite `\\b` to "next to a space" and `\\w`/`\\W` to "(not) a space", outside character classes."""
+  """Rewrite `\\b` to "next to a space", `\\w`/`\\W` to "(not) a space" and a Telugu virama to an optional
+  one, outside character classes. The last lets a loanword stem written with a final virama match its
+  inflected forms, where a vowel sign takes the virama's place: `రికార్డ్\\w*` matches `రికార్డులు`."""
   out, i, in_class = [], 0, False
   while i < len(src):
     ch = src[i]
@@ -125,6 +128,10 @@ def _word_regex(src: str) -> str:
       else:
         out.append(src[i:i + 2])
       i += 2
+      continue
+    if ch == "\u0c4d" and not in_class:
+      out.append("\u0c4d?")
+      i += 1
       continue
     if ch == "[" and not in_class:
       in_class = True
