@@ -276,13 +276,18 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_tokens_cap: in
 
   @app.post("/rate/api/score")
   async def rate_score(body: dict):
-    _store().save(str(body.get("rater", "")), str(body.get("question_id", "")), str(body.get("response_id", "")),
-                  str(body.get("criterion", "")), body.get("score"))
+    _store().save(str(body.get("rater", "")), str(body.get("item", "")), str(body.get("criterion", "")),
+                  body.get("score"))
+    return {"saved": True}
+
+  @app.post("/rate/api/comment")
+  async def rate_comment(body: dict):
+    _store().save_comment(str(body.get("rater", "")), str(body.get("item", "")), body.get("comment", ""))
     return {"saved": True}
 
   @app.get("/rate/export.csv")
   async def rate_export(rater: str):
-    name = f"ratings-{rater.strip()}.csv"
+    name = f"{rater.strip()}.csv"  # the kit names the rater after the sheet's file name
     return Response(_store().export_csv(rater), media_type="text/csv; charset=utf-8", headers={
         "Content-Disposition": f"attachment; filename=\"{_ascii_name(name)}\"; filename*=UTF-8''{quote(name)}"})
 

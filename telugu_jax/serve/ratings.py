@@ -1,15 +1,15 @@
 """Scores from the `/rate` page: a blind rating sheet in, one SQLite row per click, the filled sheet out.
 
-The evaluation kit exports a blind sheet (CSV, one row per question x response, systems hidden behind
-response ids and shuffled per question, the key kept in a separate file); raters score each response on
-four criteria, 0-3; the kit imports the filled sheets. This module serves such a sheet to the page,
-stores every click at once (SQLite, WAL, synchronous=FULL: a reload or a crash loses nothing), and
-exports the sheet again with the score cells filled, keeping the sheet's own columns and row order, so
-what the kit wrote is what it reads back.
+The evaluation kit (`telugu_jax.evaluate.rating.export_sheets`) writes a blind sheet per rater: one row per
+item (a question x a system, shown as `q001-B`, systems shuffled per question), the key kept in a separate
+file; raters score each item on four criteria, 0-3, and may comment; `import_sheet` reads the filled sheet
+back and names the rater after the file. This module serves such a sheet to the page, stores every click at
+once (SQLite, WAL, synchronous=FULL: a reload or a crash loses nothing), and exports the sheet again with
+this rater's scores and comments filled in, keeping the sheet's own columns and row order, written the way
+the kit writes sheets (UTF-8 with BOM), so what the kit wrote is what it reads back.
 
-Column names live here, in one place (`QUESTION_ID` ... `CRITERIA`). The kit's module
-(`telugu_jax.evaluate.rating`) was being written at the same time; when it exists, these names must be
-the ones it writes. A sheet that names the systems (a `system` column) is refused: it would un-blind.
+Column names and the score scale come from the kit's module, the one place they are defined. A sheet that
+names the systems (a `system` column, as the key file has) is refused: serving it would un-blind.
 """
 
 from __future__ import annotations
@@ -22,21 +22,18 @@ import sqlite3
 import threading
 import time
 
-QUESTION_ID = "question_id"
-CATEGORY = "category"
-QUESTION = "question"
-RESPONSE_ID = "response_id"
-RESPONSE = "response"
-RATER = "rater"  # optional column: filled with the rater's name on export when the sheet has it
-CRITERIA = ("relevance", "fluency", "completeness", "factuality")
-SCORES = (0, 1, 2, 3)
-REQUIRED = (QUESTION_ID, QUESTION, RESPONSE_ID, RESPONSE, *CRITERIA)
-UNBLINDING = ("system", "model")
+from telugu_jax.evaluate.rating import CRITERIA, SCORES, SHEET_COLUMNS
 
-_SCHEMA = """CREATE TABLE IF NOT EXISTS scores (
-  sheet TEXT NOT NULL, rater TEXT NOT NULL, question_id TEXT NOT NULL, response_id TEXT NOT NULL,
-  criterion TEXT NOT NULL, score INTEGER NOT NULL CHECK (score BETWEEN 0 AND 3), updated REAL NOT NULL,
-  PRIMARY KEY (sheet, rater, question_id, response_id, criterion))"""
+ITEM, QUESTION_ID, CATEGORY, PROMPT, REFERENCE, RESPONSE, COMMENT = (
+    "item", "question_id", "category", "prompt", "reference", "response", "comment")
+assert {ITEM, QUESTION_ID, CATEGORY, PROMPT, REFERENCE, RESPONSE, COMMENT} <= set(SHEET_COLUMNS), SHEET_COLUMNS
+REQUIRED = (ITEM, QUESTION_ID, PROMPT, RESPONSE, *CRITERIA)
+UNBLINDING = ("system", "model")
+MAX_COMMENT = 2000
+
+_SCHEMA = """CREATE TABLE IF NOT EXISTS cells (
+  sheet TEXT NOT NULL, rater TEXT NOT NULL, item TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL,
+  updated REAL NOT NULL, PRIMARY KEY (sheet, rater, item, field))"""
 
 
 class RatingError(ValueError):
@@ -44,25 +41,25 @@ class RatingError(ValueError):
 
 
 def read_sheet(path: str) -> tuple[list[str], list[dict]]:
-  """The header and rows of a blind sheet, checked: required columns present, no system names, ids unique."""
+  """The header and rows of a blind sheet, checked: required columns present, no system names, items unique."""
   with open(path, encoding="utf-8-sig", newline="") as f:
     reader = csv.DictReader(f)
-    header = list(reader.fieldnames or [])
+    header = [h.strip() for h in reader.fieldnames or []]
+    reader.fieldnames = header
     rows = list(reader)
   missing = [c for c in REQUIRED if c not in header]
   if missing:
-    raise RatingError(f"{path}: the sheet lacks column(s) {missing}; expected the evaluation kit's blind sheet "
-                      f"with columns {list(REQUIRED)}")
-  if leak := [c for c in header if c.strip().lower() in UNBLINDING]:
+    raise RatingError(f"{path}: the sheet lacks column(s) {missing}; load a blind sheet written by the evaluation "
+                      f"kit (telugu_jax.evaluate.rating.export_sheets), columns {list(SHEET_COLUMNS)}")
+  if leak := [c for c in header if c.lower() in UNBLINDING]:
     raise RatingError(f"{path}: column(s) {leak} name the systems; load the blind sheet and keep the key apart")
-  seen = set()
+  seen: dict[str, int] = {}
   for n, row in enumerate(rows, start=2):
-    key = (row[QUESTION_ID], row[RESPONSE_ID])
-    if not all(key):
-      raise RatingError(f"{path}:{n}: empty {QUESTION_ID} or {RESPONSE_ID}")
-    if key in seen:
-      raise RatingError(f"{path}:{n}: response {key[1]!r} of question {key[0]!r} appears twice")
-    seen.add(key)
+    if not row[ITEM].strip() or not row[QUESTION_ID].strip():
+      raise RatingError(f"{path}: row {n}: empty {ITEM} or {QUESTION_ID}")
+    if row[ITEM] in seen:
+      raise RatingError(f"{path}: row {n}: item {row[ITEM]!r} appears again (first on row {seen[row[ITEM]]})")
+    seen[row[ITEM]] = n
   if not rows:
     raise RatingError(f"{path}: the sheet has no rows")
   return header, rows
@@ -76,10 +73,10 @@ class RatingStore:
     self.header, self.rows = read_sheet(sheet_path)
     with open(sheet_path, "rb") as f:
       self.sheet_id = hashlib.sha256(f.read()).hexdigest()[:16]  # scores of another sheet never mix in
-    self._valid = {(r[QUESTION_ID], r[RESPONSE_ID]) for r in self.rows}
+    self._items = {r[ITEM] for r in self.rows}
     os.makedirs(os.path.dirname(os.path.abspath(db_path)), exist_ok=True)
     self._lock = threading.Lock()
-    self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)
+    self._db = sqlite3.connect(db_path, check_same_thread=False, isolation_level=None)  # autocommit
     self._db.execute("PRAGMA journal_mode=WAL")
     self._db.execute("PRAGMA synchronous=FULL")
     self._db.execute(_SCHEMA)
@@ -89,61 +86,71 @@ class RatingStore:
       self._db.close()
 
   def items_json(self) -> dict:
-    """Questions in sheet order, each with its responses in sheet order (the kit shuffled them)."""
+    """Questions in sheet order, each with its items in sheet order (the kit shuffled the systems)."""
     questions: dict[str, dict] = {}
     for r in self.rows:
-      q = questions.setdefault(r[QUESTION_ID], {"question_id": r[QUESTION_ID], "category": r.get(CATEGORY, ""),
-                                                "question": r[QUESTION], "responses": []})
-      q["responses"].append({"response_id": r[RESPONSE_ID], "response": r[RESPONSE]})
+      q = questions.setdefault(r[QUESTION_ID], {
+          "question_id": r[QUESTION_ID], "category": r.get(CATEGORY, ""), "prompt": r[PROMPT],
+          "reference": r.get(REFERENCE, ""), "items": []})
+      q["items"].append({"item": r[ITEM], "response": r[RESPONSE]})
     return {"sheet": os.path.basename(self.sheet_path), "criteria": list(CRITERIA), "scores": list(SCORES),
-            "questions": list(questions.values())}
+            "comments": COMMENT in self.header, "questions": list(questions.values())}
 
-  def _check(self, rater: str, question_id: str, response_id: str, criterion: str) -> str:
+  def _check(self, rater: str, item: str) -> str:
     rater = rater.strip()
-    if not rater or len(rater) > 80:
-      raise RatingError("give a rater name (1-80 characters) before scoring")
-    if (question_id, response_id) not in self._valid:
-      raise RatingError(f"question {question_id!r} has no response {response_id!r} in this sheet")
-    if criterion not in CRITERIA:
-      raise RatingError(f"unknown criterion {criterion!r}; one of {list(CRITERIA)}")
+    if not rater or len(rater) > 80 or any(c in rater for c in '/\\:*?"<>|'):
+      raise RatingError("give a rater name (1-80 characters, none of / \\ : * ? \" < > |: it names the exported "
+                        "file, and the kit names the rater after the file) before scoring")
+    if item not in self._items:
+      raise RatingError(f"item {item!r} is not in this sheet")
     return rater
 
-  def save(self, rater: str, question_id: str, response_id: str, criterion: str, score) -> None:
+  def _put(self, rater: str, item: str, field: str, value: str | None) -> None:
+    key = (self.sheet_id, rater, item, field)
+    with self._lock:
+      if value is None:
+        self._db.execute("DELETE FROM cells WHERE sheet=? AND rater=? AND item=? AND field=?", key)
+      else:
+        self._db.execute("INSERT INTO cells VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                         "value=excluded.value, updated=excluded.updated", (*key, value, time.time()))
+
+  def save(self, rater: str, item: str, criterion: str, score) -> None:
     """Store one score (committed before returning); `score=None` clears it."""
-    rater = self._check(rater, question_id, response_id, criterion)
+    rater = self._check(rater, item)
+    if criterion not in CRITERIA:
+      raise RatingError(f"unknown criterion {criterion!r}; one of {list(CRITERIA)}")
     if score is not None and (isinstance(score, bool) or not isinstance(score, int) or score not in SCORES):
       raise RatingError(f"a score is an integer 0-3 (or null to clear), got {score!r}")
-    key = (self.sheet_id, rater, question_id, response_id, criterion)
-    with self._lock:
-      if score is None:
-        self._db.execute("DELETE FROM scores WHERE sheet=? AND rater=? AND question_id=? AND response_id=? "
-                         "AND criterion=?", key)
-      else:
-        self._db.execute("INSERT INTO scores VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
-                         "score=excluded.score, updated=excluded.updated", (*key, score, time.time()))
+    self._put(rater, item, criterion, None if score is None else str(score))
 
-  def scores(self, rater: str) -> dict[str, dict[str, dict[str, int]]]:
-    """{question_id: {response_id: {criterion: score}}} of one rater."""
+  def save_comment(self, rater: str, item: str, comment: str) -> None:
+    rater = self._check(rater, item)
+    if COMMENT not in self.header:
+      raise RatingError("this sheet has no comment column")
+    if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
+      raise RatingError(f"a comment is text of at most {MAX_COMMENT} characters")
+    self._put(rater, item, COMMENT, comment.strip() or None)
+
+  def scores(self, rater: str) -> dict[str, dict]:
+    """{item: {criterion: score, "comment": text}} of one rater."""
     with self._lock:
-      got = self._db.execute("SELECT question_id, response_id, criterion, score FROM scores WHERE sheet=? AND "
-                             "rater=?", (self.sheet_id, rater.strip())).fetchall()
+      got = self._db.execute("SELECT item, field, value FROM cells WHERE sheet=? AND rater=?",
+                             (self.sheet_id, rater.strip())).fetchall()
     out: dict = {}
-    for q, r, c, s in got:
-      out.setdefault(q, {}).setdefault(r, {})[c] = s
+    for item, field, value in got:
+      out.setdefault(item, {})[field] = value if field == COMMENT else int(value)
     return out
 
   def export_csv(self, rater: str) -> str:
-    """The sheet with this rater's scores filled in (empty cells where none was given yet)."""
-    scores = self.scores(rater)
+    """The sheet with this rater's scores and comments (empty cells where none was given yet), with the BOM
+    the kit writes so spreadsheet programs show Telugu."""
+    cells = self.scores(rater)
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=self.header, lineterminator="\n")
+    buf.write("\ufeff")
+    writer = csv.DictWriter(buf, fieldnames=self.header)
     writer.writeheader()
     for row in self.rows:
-      got = scores.get(row[QUESTION_ID], {}).get(row[RESPONSE_ID], {})
-      out = dict(row)
-      for c in CRITERIA:
-        out[c] = "" if c not in got else str(got[c])
-      if RATER in self.header:
-        out[RATER] = rater.strip()
-      writer.writerow(out)
+      got = cells.get(row[ITEM], {})
+      writer.writerow({**row, **{c: str(got.get(c, "")) for c in CRITERIA},
+                       **({COMMENT: got.get(COMMENT, "")} if COMMENT in self.header else {})})
     return buf.getvalue()

@@ -15,7 +15,7 @@ import pytest
 from telugu_jax.serve.__main__ import main
 
 from .conftest import free_port
-from .test_ratings import write_sheet
+from .test_ratings import kit_sheet
 
 KEY = "test-key-7Hq2-x9"
 ROUTES = [("GET", "/"), ("GET", "/rate"), ("GET", "/health"), ("GET", "/v1/models"), ("GET", "/rate/api/items"),
@@ -25,7 +25,7 @@ ROUTES = [("GET", "/"), ("GET", "/rate"), ("GET", "/health"), ("GET", "/v1/model
 
 @pytest.fixture(scope="module")
 def keyed_server(tiny_model_dir, tmp_path_factory):
-  sheet = write_sheet(tmp_path_factory.mktemp("auth") / "sheet.csv")
+  sheet, _ = kit_sheet(tmp_path_factory.mktemp("auth"))
   port = free_port()
   env = {**os.environ, "TJ_TEST_KEY": KEY, "JAX_PLATFORMS": "cpu"}
   proc = subprocess.Popen([sys.executable, "-m", "telugu_jax.serve", "--checkpoint", str(tiny_model_dir),

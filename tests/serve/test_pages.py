@@ -19,7 +19,7 @@ from telugu_jax.serve.engine import Engine
 from telugu_jax.serve.ratings import RatingStore
 
 from .conftest import LiveServer
-from .test_ratings import write_sheet
+from .test_ratings import ANSWERS, kit_sheet
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 APT_PACKAGES = ("chromium", "chromium-driver")
@@ -119,23 +119,25 @@ def test_rate_page_scores_persist_across_reload_and_export(browser, tiny_models,
   from selenium.webdriver.common.by import By
   from selenium.webdriver.common.keys import Keys
 
-  sheet = write_sheet(tmp_path / "sheet.csv")
+  from telugu_jax.evaluate.rating import import_sheet, read_key
+
+  sheet, key_path = kit_sheet(tmp_path / "kit")
   store = RatingStore(str(tmp_path / "ratings.sqlite"), sheet)
   rater = "సీత"
 
-  def selector(q, r, c, s):
-    return f'.score[data-q="{q}"][data-r="{r}"][data-c="{c}"][data-s="{s}"]'
+  def selector(item, c, s):
+    return f'.score[data-item="{item}"][data-c="{c}"][data-s="{s}"]'
 
-  def is_selected(q, r, c, s):  # asked in the page: a click re-renders the buttons, so no element is kept
+  def is_selected(item, c, s):  # asked in the page: a click re-renders the buttons, so no element is kept
     return js(browser, "const b = document.querySelector(arguments[0]); return !!b && "
-                       "b.classList.contains('selected')", selector(q, r, c, s))
+                       "b.classList.contains('selected')", selector(item, c, s))
 
-  def click(q, r, c, s, selected=True):
-    browser.find_element(By.CSS_SELECTOR, selector(q, r, c, s)).click()
-    wait(browser, lambda d: is_selected(q, r, c, s) == selected)
+  def click(item, c, s, selected=True):
+    browser.find_element(By.CSS_SELECTOR, selector(item, c, s)).click()
+    wait(browser, lambda d: is_selected(item, c, s) == selected)
 
-  def ready():
-    wait(browser, lambda d: js(d, "return document.body.dataset.rater") == rater)
+  def question():
+    return js(browser, "return document.getElementById('question').textContent")
 
   with LiveServer(create_app(Engine(tiny_models), ratings=store)) as url:
     browser.get(url + "/rate")
@@ -143,34 +145,56 @@ def test_rate_page_scores_persist_across_reload_and_export(browser, tiny_models,
     name = browser.find_element(By.ID, "rater")
     name.send_keys(rater)
     name.send_keys(Keys.TAB)
-    ready()
-    assert js(browser, "return document.getElementById('question').textContent") == "భారతదేశ రాజధాని ఏది?"
+    wait(browser, lambda d: js(d, "return document.body.dataset.rater") == rater)
+    assert question() == "భారతదేశ రాజధాని ఏది?"
     texts = js(browser, "return [...document.querySelectorAll('.response .text')].map((e) => e.textContent)")
-    assert len(texts) == 3 and "న్యూఢిల్లీ" in texts[0]
-    click("q001", "A", "relevance", 3)
-    click("q001", "A", "fluency", 2)
-    click("q001", "B", "factuality", 0)
-    click("q001", "C", "completeness", 1)
-    click("q001", "C", "completeness", 1, selected=False)  # a second click clears
+    assert sorted(texts) == sorted(a["q001"] for a in ANSWERS.values())  # all three, blind
+    assert not any(system in browser.page_source for system in ANSWERS)
+    # Score every cell of q001 (one click changed, one cleared and given again), then part of q002.
+    clicks = {}
+    for n, item in enumerate(("q001-A", "q001-B", "q001-C")):
+      for m, c in enumerate(("relevance", "fluency", "completeness", "factuality")):
+        clicks[item, c] = (n + 2 * m) % 4
+        click(item, c, clicks[item, c])
+    click("q001-B", "fluency", clicks["q001-B", "fluency"], selected=False)  # a second click clears
+    clicks["q001-B", "fluency"] = 3
+    click("q001-B", "fluency", 3)
+    comment = browser.find_element(By.CSS_SELECTOR, 'textarea.comment[data-item="q001-C"]')
+    comment.send_keys("సరైన జవాబు, కానీ పొడవుగా ఉంది")
+    comment.send_keys(Keys.TAB)
+    wait(browser, lambda d: js(d, "return document.getElementById('status').textContent") == "comment saved")
     browser.find_element(By.ID, "next").click()
-    wait(browser, lambda d: js(d, "return document.getElementById('question').textContent").startswith("వర్షం"))
-    click("q002", "B", "fluency", 1)
+    wait(browser, lambda d: question().startswith("వర్షం"))
+    click("q002-B", "fluency", 1)
+    clicks["q002-B", "fluency"] = 1
 
     browser.refresh()  # nothing lives only in the page: the scores come back from SQLite
-    ready()
-    assert js(browser, "return document.getElementById('question').textContent").startswith("వర్షం")
-    assert is_selected("q002", "B", "fluency", 1)
+    wait(browser, lambda d: js(d, "return document.body.dataset.rater") == rater)
+    assert question().startswith("వర్షం")  # where the rater was
+    assert is_selected("q002-B", "fluency", 1)
+    assert js(browser, "return document.getElementById('progress-text').textContent") == "1 / 2 complete"
     browser.find_element(By.ID, "prev").click()
     selected = js(browser, "return [...document.querySelectorAll('.score.selected')].map((b) => "
-                           "[b.dataset.q, b.dataset.r, b.dataset.c, b.dataset.s].join(' '))")
-    assert sorted(selected) == ["q001 A fluency 2", "q001 A relevance 3", "q001 B factuality 0"]
-    assert js(browser, "return document.getElementById('progress-text').textContent") == "0 / 2 complete"
-
+                           "[b.dataset.item, b.dataset.c, b.dataset.s].join(' '))")
+    assert sorted(selected) == sorted(f"{i} {c} {s}" for (i, c), s in clicks.items() if i.startswith("q001"))
+    assert js(browser, "return document.querySelector('textarea.comment[data-item=\"q001-C\"]').value") == \
+        "సరైన జవాబు, కానీ పొడవుగా ఉంది"
     href = browser.find_element(By.ID, "export").get_attribute("href")
-    exported = list(csv.DictReader(io.StringIO(httpx.get(href).text)))
-  clicked = {("q001", "A", "relevance"): "3", ("q001", "A", "fluency"): "2", ("q001", "B", "factuality"): "0",
-             ("q002", "B", "fluency"): "1"}
-  assert len(exported) == 6
-  for row in exported:
+    exported = httpx.get(href).text
+  rows = {r["item"]: r for r in csv.DictReader(io.StringIO(exported.removeprefix("\ufeff")))}
+  assert len(rows) == 6
+  for item, row in rows.items():
     for c in ("relevance", "fluency", "completeness", "factuality"):
-      assert row[c] == clicked.get((row["question_id"], row["response_id"], c), ""), (row, c)
+      assert row[c] == str(clicks.get((item, c), "")), (item, c)
+  # q001 is complete: the kit imports those rows (its key un-blinds them) with the scores clicked.
+  path = tmp_path / f"{rater}.csv"
+  with open(path, "w", encoding="utf-8", newline="") as f:
+    writer = csv.DictWriter(f, fieldnames=list(rows["q001-A"]))
+    writer.writeheader()
+    writer.writerows(r for item, r in rows.items() if item.startswith("q001"))
+  key = {k: v for k, v in read_key(key_path).items() if v["question_id"] == "q001"}
+  ratings = import_sheet(str(path), key)
+  assert {r.item: dict(r.scores) for r in ratings} == {
+      i: {c: clicks[i, c] for c in ("relevance", "fluency", "completeness", "factuality")}
+      for i in ("q001-A", "q001-B", "q001-C")}
+  assert [r.comment for r in ratings if r.item == "q001-C"] == ["సరైన జవాబు, కానీ పొడవుగా ఉంది"]
