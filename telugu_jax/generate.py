@@ -6,7 +6,7 @@
 Everything from the prefill to the last token is one `jax.jit` function; the decode loop is a
 `lax.while_loop`, so a whole generation is one device program, compiled once per (batch, prompt bucket,
 max_new_tokens, sampling mode) and never per token. Prompts of different lengths are left-padded to a
-bucket (a multiple of `prompt_bucket`, so a chat's growing history does not recompile every turn); the
+bucket (`prompt_bucket` doubled until it fits, so a chat's growing history does not recompile every turn); the
 pads carry segment id 0, real tokens get positions from 0, so a row's result does not depend on its
 neighbours. The cache has `bucket + max_new_tokens` slots.
 
@@ -331,7 +331,12 @@ class Generator:
     return cls(loaded.config, loaded.variables, tokenizer=loaded.tokenizer, lora_config=loaded.lora_config, **kw)
 
   def bucket(self, length: int) -> int:
-    return -(-length // self.prompt_bucket) * self.prompt_bucket
+    """Prompt width for `length` tokens: `prompt_bucket` doubled until it fits. Doubling bounds the programs
+    compiled over a growing chat history to log2(context / prompt_bucket) + 1, at most 2x prefill padding."""
+    width = self.prompt_bucket
+    while width < length:
+      width *= 2
+    return width
 
   def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig = SamplingConfig(), *,
                stop_strings: Sequence[str] = (), stream: StreamFn | None = None, eos_id: Any = _DEFAULT,
@@ -403,7 +408,3 @@ class Generator:
       results.append(Generation(ids=ids, text=text, finish_reason=reason,
                                 step_logits=None if hist is None else hist[r, :count[r]]))
     return results
-
-  def compiled_programs(self) -> int:
-    """How many programs the jitted generation has compiled (process-wide): tests check 'once, not per token'."""
-    return _generate_device._cache_size()
