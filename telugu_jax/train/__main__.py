@@ -1,5 +1,7 @@
 """`python -m telugu_jax.train --config configs/lora.py [--config.optim.lr=1e-4 ...]`
 
+`config.objective` picks the objective: "sft" (default; SFT or pretraining) or "dpo" (configs/dpo.py).
+
 Overrides are checked against the config file: a mistyped key is an error, not a silent no-op.
 """
 
@@ -18,8 +20,13 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config configs/lora.py")
+  run = train_and_evaluate
+  if config.get("objective", "sft") == "dpo":
+    from telugu_jax.dpo.train import train_dpo as run
+  elif config.get("objective", "sft") != "sft":
+    raise app.UsageError(f"config.objective={config.objective!r}; use 'sft' (also pretraining) or 'dpo'")
   try:
-    result = train_and_evaluate(config)
+    result = run(config)
   except TrainingError as e:
     raise SystemExit(f"error: {e}") from None
   print(f"model written to {result.model_dir} after {result.steps} steps"

@@ -4,6 +4,11 @@
 configs/*.py), resumes from the run folder when it holds checkpoints, and finishes by writing a model
 directory (`WORKDIR/model`: the adapter plus a reference to the base, or full weights) that chat,
 evaluate and export load.
+
+The parts that depend on the objective (which model to start from, the data, the step's objective,
+the validation summary, what is exported) are methods of a `Task`; the default is SFT/pretraining,
+and DPO (telugu_jax/dpo/train.py) overrides them, so both share one loop: mesh, shardings, resume,
+logging, checkpoints, early stopping.
 """
 
 from __future__ import annotations
@@ -104,19 +109,48 @@ def _to_host(tree):
   return jax.tree_util.tree_map(lambda x: np.asarray(jax.device_get(x)), tree)
 
 
+class Task:
+  """The objective-dependent parts of a run. This default trains SFT or pretraining (config.data.kind)."""
+
+  def load(self, config):
+    """(LlamaConfig, initial params or None, tokenizer)."""
+    return _load_base(config)
+
+  def datasets(self, config, tokenizer, workdir):
+    """(train dataset, a function returning a fresh validation dataset or None, batches per epoch)."""
+    return _datasets(config, tokenizer, workdir)
+
+  def split(self, variables: dict, mode: str) -> tuple[dict, dict]:
+    return split_variables(variables, mode)
+
+  def make_steps(self, model, tx, *, accum: int, z_loss: float, schedule):
+    return make_steps(model, tx, accum=accum, z_loss=z_loss, schedule=schedule)
+
+  def evaluate(self, p_eval, state, dataset, mesh) -> dict:
+    """Validation metrics; `val_loss` picks the best checkpoint and drives early stopping."""
+    return evaluate(p_eval, state, dataset, mesh)
+
+  def flops_per_token(self, model_cfg, seq_len: int, mode: str) -> float:
+    return flops_per_token(model_cfg, seq_len, mode=mode)
+
+  def export(self, config, workdir, state, model_cfg, lora_cfg, tokenizer) -> str:
+    return export_model(config, workdir, state, model_cfg, lora_cfg, tokenizer)
+
+
 # ---- the loop ----------------------------------------------------------------------------------------
 
-def train_and_evaluate(config, *, log_to_console: bool = True) -> RunResult:
+def train_and_evaluate(config, *, log_to_console: bool = True, task: Task | None = None) -> RunResult:
+  task = task or Task()
   sh.maybe_initialize_distributed()
   workdir = os.path.abspath(config.workdir)
   os.makedirs(workdir, exist_ok=True)
-  model_cfg, base_params, tokenizer = _load_base(config)
+  model_cfg, base_params, tokenizer = task.load(config)
   mode = config.mode
   lora_cfg = LoraConfig(**config.lora.to_dict()) if mode == "lora" else None
   if mode == "lora" and base_params is None:
     raise TrainingError("LoRA needs a base model (config.base); to train from scratch use mode='full'")
 
-  train_ds, val_fn, per_epoch = _datasets(config, tokenizer, workdir)
+  train_ds, val_fn, per_epoch = task.datasets(config, tokenizer, workdir)
   t = config.train
   total_steps = t.max_steps if t.max_steps > 0 else int(math.ceil(t.epochs * per_epoch))
   if total_steps < 1:
@@ -141,7 +175,7 @@ def train_and_evaluate(config, *, log_to_console: bool = True) -> RunResult:
   if mode == "lora":
     variables["lora"] = jax.jit(lambda r: model.init_variables(r)["lora"])(init_rng)
   _check_shapes(variables, abstract_vars)
-  trainable, frozen = split_variables(variables, mode)
+  trainable, frozen = task.split(variables, mode)
   trainable = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), trainable)
   frozen = jax.tree_util.tree_map(lambda x: jnp.asarray(x, config.train.frozen_dtype), frozen)
 
@@ -152,7 +186,7 @@ def train_and_evaluate(config, *, log_to_console: bool = True) -> RunResult:
   state = create(jax.device_put(trainable, state_shardings.trainable), jax.device_put(frozen, state_shardings.frozen))
   del variables, trainable, frozen, base_params
 
-  train_step, eval_step = make_steps(model, tx, accum=t.grad_accum, z_loss=t.z_loss, schedule=schedule)
+  train_step, eval_step = task.make_steps(model, tx, accum=t.grad_accum, z_loss=t.z_loss, schedule=schedule)
   batch_shard = sh.batch_sharding(mesh)
   p_train = jax.jit(train_step, in_shardings=(state_shardings, batch_shard), out_shardings=(state_shardings, None),
                     donate_argnums=(0,))
@@ -173,7 +207,7 @@ def train_and_evaluate(config, *, log_to_console: bool = True) -> RunResult:
   _write_run_config(config, workdir, model_cfg, total_steps, per_epoch)
 
   n_trainable = sum(int(np.prod(x.shape)) for x in jax.tree_util.tree_leaves(state.trainable))
-  fpt = flops_per_token(model_cfg, config.data.max_seq_len, mode=mode)
+  fpt = task.flops_per_token(model_cfg, config.data.max_seq_len, mode)
   logger = MetricsLogger(workdir, total_steps=total_steps, start_step=start, console=log_to_console,
                          peak_flops=peak_flops(t.peak_tflops), flops_per_token=fpt)
   logger.info(f"{mode} run: {model_cfg.num_params() / 1e6:.2f}M base parameters, {n_trainable / 1e6:.3f}M trainable; "
@@ -199,7 +233,7 @@ def train_and_evaluate(config, *, log_to_console: bool = True) -> RunResult:
         logger.count_tokens(int(np.sum(batch["segment_ids"] > 0)), int(np.sum(batch["loss_mask"])))
       val_metrics = None
       if val_fn is not None and (step % t.eval_every == 0 or step == total_steps):
-        val_metrics = evaluate(p_eval, state, val_fn(), mesh)
+        val_metrics = task.evaluate(p_eval, state, val_fn(), mesh)
         logger.log_eval(step, val_metrics)
         if best_val is None or val_metrics["val_loss"] < best_val - t.min_delta:
           best_val, bad_evals = val_metrics["val_loss"], 0
@@ -215,7 +249,7 @@ def train_and_evaluate(config, *, log_to_console: bool = True) -> RunResult:
   finally:
     ckpts.wait()
     logger.close()
-  model_dir = export_model(config, workdir, state, model_cfg, lora_cfg, tokenizer)
+  model_dir = task.export(config, workdir, state, model_cfg, lora_cfg, tokenizer)
   ckpts.close()
   return RunResult(workdir=workdir, model_dir=model_dir, steps=step, final_metrics=last_metrics,
                    best_val_loss=best_val)

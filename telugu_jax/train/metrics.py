@@ -104,7 +104,8 @@ class MetricsLogger:
   def log_eval(self, step: int, metrics: dict) -> None:
     rec = {"step": step, **{k: float(v) for k, v in metrics.items()}}
     self._write(rec)
-    self.info(f"step {step}: val_loss {rec['val_loss']:.4f}, val_ppl {rec['val_ppl']:.2f}")
+    extra = "".join(f", {k} {rec[k]:.4f}" for k in ("val_ppl", "val_reward_accuracy", "val_reward_margin") if k in rec)
+    self.info(f"step {step}: val_loss {rec['val_loss']:.4f}{extra}")
 
   def _write(self, rec: dict) -> None:
     if not self.is_main:
