@@ -47,6 +47,8 @@ from telugu_jax.model.llama import Llama
 from telugu_jax.model.lora import LoraConfig, merge_lora
 
 StreamFn = Callable[[int, str], None]  # (row, new text)
+# (tokens [B] int32, step, done before this step [B] bool) -> stop now [B] bool; numpy, on the host
+HostHook = Callable[[np.ndarray, int, np.ndarray], np.ndarray]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -204,7 +206,7 @@ class _HostRows:
 
 # io_callback targets must be fixed at trace time, so the jitted loop calls one dispatcher with the
 # handler's id as an operand: each generate() call registers its own _HostRows without recompiling.
-_HANDLERS: dict[int, _HostRows] = {}
+_HANDLERS: dict[int, HostHook] = {}
 _HANDLER_IDS = itertools.count(1)
 _HANDLER_LOCK = threading.Lock()
 
@@ -340,7 +342,8 @@ class Generator:
 
   def generate(self, prompts: Sequence[Sequence[int]], sampling: SamplingConfig = SamplingConfig(), *,
                stop_strings: Sequence[str] = (), stream: StreamFn | None = None, eos_id: Any = _DEFAULT,
-               pad_batch_to: int | None = None, return_logits: bool = False) -> list[Generation]:
+               pad_batch_to: int | None = None, return_logits: bool = False,
+               host_hook: HostHook | None = None) -> list[Generation]:
     """Generate a continuation for each prompt (lists of token ids, bos included).
 
     Args:
@@ -351,11 +354,16 @@ class Generator:
       eos_id: token that ends a row; default the tokenizer's eos; None never stops early.
       pad_batch_to: pad the batch with dummy rows to this size (one compiled program for every batch).
       return_logits: also return each step's raw logits (tests; [B, N, V] float32 stays on the device).
+      host_hook: for callers that follow the rows themselves (a server): called after every step with all
+        rows (dummy rows too) as `hook(tokens, step, done)`, returns which rows stop now. It replaces the
+        built-in stop-string and stream handling, so give one or the other.
     """
     if not prompts:
       return []
     if eos_id is _DEFAULT:
       eos_id = None if self.tokenizer is None else self.tokenizer.eos_id
+    if host_hook is not None and (stop_strings or stream is not None):
+      raise ValueError("host_hook replaces stop_strings/stream: give one or the other")
     if (stop_strings or stream is not None) and self.tokenizer is None:
       raise ValueError("stop strings and streaming decode text: build the Generator with a tokenizer")
     lengths = [len(p) for p in prompts]
@@ -381,8 +389,8 @@ class Generator:
     knobs = sampling_knobs(sampling)
     vocab_limit = self.config.vocab_size if self.tokenizer is None else min(self.tokenizer.vocab_size,
                                                                              self.config.vocab_size)
-    use_host = bool(stop_strings) or stream is not None
-    host = _HostRows(self.tokenizer, batch, n_real, eos_id, stop_strings, stream, sampling.max_new_tokens)
+    use_host = bool(stop_strings) or stream is not None or host_hook is not None
+    host = host_hook or _HostRows(self.tokenizer, batch, n_real, eos_id, stop_strings, stream, sampling.max_new_tokens)
     with _HANDLER_LOCK:
       handler_id = next(_HANDLER_IDS)
       _HANDLERS[handler_id] = host
@@ -404,7 +412,9 @@ class Generator:
       text, hit = "", False
       if self.tokenizer is not None:
         text, hit = cut_at_stop(self.tokenizer.decode([i for i in ids if i != eos_id]), stop_strings)
-      reason = "eos" if ids and ids[-1] == eos_id else "stop" if hit else "length"
+      # Shorter than max_new_tokens without eos means a stop string or the host hook ended the row.
+      reason = ("eos" if ids and ids[-1] == eos_id else
+                "stop" if hit or len(ids) < sampling.max_new_tokens else "length")
       results.append(Generation(ids=ids, text=text, finish_reason=reason,
                                 step_logits=None if hist is None else hist[r, :count[r]]))
     return results

@@ -169,6 +169,22 @@ def test_repetition_penalty_matches_hf_generate(gqa_case):
     assert o.ids == ref.sequences[0, len(prompt):].tolist()
 
 
+def test_host_hook_sees_every_step_and_stops_rows(gqa_case):
+  _, gen, prompts, batch = gqa_case
+  seen = []
+
+  def hook(tokens, step, done):
+    seen.append((int(step), tokens.tolist(), done.tolist()))
+    return np.array([False, step == 4, False])
+
+  out = gen.generate(prompts, SamplingConfig(max_new_tokens=NEW), eos_id=None, host_hook=hook)
+  assert [len(o.ids) for o in out] == [NEW, 5, NEW]
+  assert [o.finish_reason for o in out] == ["length", "stop", "length"]
+  assert [s for s, _, _ in seen] == list(range(NEW))
+  assert [o.ids for o in out] == [b.ids[:len(o.ids)] for o, b in zip(out, batch, strict=True)]
+  assert [t[0] for _, t, _ in seen] == out[0].ids and seen[5][2] == [False, True, False]
+
+
 def test_prompt_longer_than_context_is_a_clear_error(gqa_case):
   _, gen, _, _ = gqa_case
   with pytest.raises(ValueError, match="exceeds the model's context of 128 tokens"):
