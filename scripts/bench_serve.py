@@ -42,6 +42,8 @@ def add_args(parser) -> None:
   parser.add_argument("--max-tokens", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=3, help="timed rounds per configuration (median)")
   parser.add_argument("--batch-window-ms", type=float, default=20.0, help="the server's --batch-window-ms")
+  parser.add_argument("--safety", action="store_true",
+                      help="keep the server's safety filter on (default off: this measures decoding and batching)")
 
 
 def random_model_dir(preset: str, workdir: str) -> str:
@@ -63,9 +65,10 @@ def random_model_dir(preset: str, workdir: str) -> str:
   return save_model(os.path.join(workdir, preset), config, params=variables["params"], tokenizer=tok)
 
 
-def start_server(checkpoint: str, port: int, window_ms: float, max_batch: int) -> subprocess.Popen:
+def start_server(checkpoint: str, port: int, window_ms: float, max_batch: int, safety: bool) -> subprocess.Popen:
   cmd = [sys.executable, "-m", "telugu_jax.serve", "--checkpoint", checkpoint, "--name", "bench", "--port", str(port),
          "--max-batch", str(max_batch), "--batch-window-ms", str(window_ms), "--max-tokens", "4096"]
+  cmd += [] if safety else ["--no-safety"]
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # `-m telugu_jax.serve` from a checkout too
   proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
   deadline = time.monotonic() + 300
@@ -120,7 +123,7 @@ def run(args) -> list[dict]:
       s.bind(("127.0.0.1", 0))
       port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    proc = start_server(checkpoint, port, args.batch_window_ms, max(users_list))
+    proc = start_server(checkpoint, port, args.batch_window_ms, max(users_list), args.safety)
     rows = []
     try:
       for users in users_list:
@@ -137,7 +140,7 @@ def run(args) -> list[dict]:
           r["decode_s"] = after["decode_s"] - before["decode_s"]
           rounds.append(r)
         best = sorted(rounds, key=lambda r: r["agg_tok_s"])[len(rounds) // 2]
-        rows.append({"model": args.checkpoint or f"random {args.preset}", "users": users,
+        rows.append({"model": args.checkpoint or f"random {args.preset}", "safety": args.safety, "users": users,
                      "max_tokens": args.max_tokens, **best})
     finally:
       proc.terminate()

@@ -7,7 +7,8 @@
 `--checkpoint` is served under its directory name (or `--name`); each `--adapter NAME=DIR` is that base
 with the LoRA adapter in DIR merged in, served as NAME; a request's `model` picks one. Binds 127.0.0.1
 unless `--host` says otherwise. With `--api-key-env NAME`, the key is read from that environment
-variable and every route requires it.
+variable and every route requires it. The safety filter (`telugu_jax.safety`) checks prompts and answers
+unless `--no-safety` is given.
 """
 
 from __future__ import annotations
@@ -57,15 +58,13 @@ def load_models(checkpoint: str, adapters: Sequence[tuple[str, str]], name: str 
 
 
 def load_safety(enabled: bool):
-  """The safety filter, when `telugu_jax.safety` exists (hook point: `app.SafetyFilter`)."""
+  """The built-in safety filter (`telugu_jax.safety`), or None with `--no-safety`."""
   if not enabled:
+    print("note: serving without the safety filter (--no-safety)", file=sys.stderr)
     return None
-  import importlib.util
+  from telugu_jax.safety import default_filter
 
-  if importlib.util.find_spec("telugu_jax.safety") is None:
-    print("note: telugu_jax.safety is not built yet: serving without a safety filter", file=sys.stderr)
-    return None
-  return None
+  return default_filter()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--default-max-tokens", type=int, default=256, help="max_tokens when a request gives none")
   p.add_argument("--rate-sheet", help="blind rating sheet (CSV from the evaluation kit) for the /rate page")
   p.add_argument("--ratings-db", help="SQLite file the scores go to (default: beside the sheet, .sqlite)")
-  p.add_argument("--no-safety", action="store_true", help="serve without the safety filter")
+  p.add_argument("--no-safety", action="store_true",
+                 help="serve without the safety filter (on by default: prompts and answers are checked, streams go "
+                      "out a sentence at a time)")
   return p
 
 

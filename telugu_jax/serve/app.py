@@ -12,6 +12,9 @@ message that starts with a role marker is neutralised so no one can forge a turn
 context is a 400; `max_tokens` is capped to the server's limit and to the room left in the context, and
 the response says when (`telugu_jax.max_tokens`, `telugu_jax.max_tokens_asked`).
 
+With a safety filter (`telugu_jax.safety`, on unless `--no-safety`), the prompt is checked before generation
+and the answer before it reaches the user; streams then go out a checked sentence at a time (`guard`).
+
 Every error is a JSON body in OpenAI's shape (`{"error": {"message", "type", "param", "code"}}`) with
 4xx for the client's mistakes; a client that hangs up (stream or not) cancels its row in the engine.
 With an API key set, every route needs it: `Authorization: Bearer KEY` (what the openai client sends),
@@ -26,7 +29,6 @@ import hmac
 import json
 import pathlib
 import time
-from typing import Protocol
 from urllib.parse import quote
 
 from fastapi import FastAPI, Request
@@ -36,7 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from telugu_jax.chat_format import ChatFormat, ChatFormatError, neutralise_markers
 from telugu_jax.data.records import Turn
-from telugu_jax.serve import schemas
+from telugu_jax.serve import guard, schemas
 from telugu_jax.serve.engine import Engine, Job, Result
 from telugu_jax.serve.ratings import RatingError, RatingStore
 
@@ -49,12 +51,6 @@ class ApiError(Exception):
   def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None):
     super().__init__(message)
     self.status, self.message, self.code, self.param = status, message, code, param
-
-
-class SafetyFilter(Protocol):
-  """The hook for `telugu_jax.safety`: a refusal text for a prompt that must not be answered, else None."""
-
-  def check_prompt(self, text: str) -> str | None: ...
 
 
 def build_prompt(fmt: ChatFormat, messages: list[schemas.Message]) -> tuple[list[int], dict]:
@@ -167,7 +163,8 @@ class _Ticket:
 
 def create_app(engine: Engine, *, api_key: str | None = None, max_tokens_cap: int = 512,
                default_max_tokens: int = 256, ratings: RatingStore | None = None,
-               safety: SafetyFilter | None = None) -> FastAPI:
+               safety: guard.Filter | None = None) -> FastAPI:
+  """`safety`: a `telugu_jax.safety.SafetyFilter` checking prompts and answers (see `guard`), or None."""
   """The FastAPI app over a (not yet started) engine; the app starts and stops it with itself."""
   from contextlib import asynccontextmanager
 
@@ -236,11 +233,12 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_tokens_cap: in
       notes["max_tokens_asked"] = asked
     headers = {"X-Telugu-Jax-System": "folded-into-first-user-turn"} if "system_message" in notes else {}
     cid = schemas.new_id()
-    refusal = None if safety is None else safety.check_prompt(
-        "\n".join(m.text() for m in req.messages))
-    if refusal is not None:
-      notes["safety"] = "prompt refused by the safety filter"
-      return _refusal_response(req, cid, refusal, len(ids), notes, headers)
+    if safety is not None:
+      system = "\n\n".join(m.text() for m in req.messages if m.role in ("system", "developer"))
+      verdict = guard.check_prompt(safety, req.messages[-1].text(), system)
+      if verdict is not None:
+        notes["safety"] = verdict.note
+        return _canned_response(req, cid, verdict, len(ids), notes, headers)
     ticket = _Ticket()
     job = Job(model=req.model, prompt_ids=ids, max_tokens=max_tokens, sink=ticket,
               temperature=1.0 if req.temperature is None else req.temperature,
@@ -248,14 +246,17 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_tokens_cap: in
     engine.submit(job)
     if req.stream:
       include_usage = bool(req.stream_options and req.stream_options.include_usage)
-      return StreamingResponse(_stream(job, ticket, req.model, cid, notes, len(ids), include_usage),
+      return StreamingResponse(_stream(job, ticket, req.model, cid, notes, len(ids), include_usage, safety),
                                media_type="text/event-stream", headers={"Cache-Control": "no-cache", **headers})
     result = await _wait(job, ticket, request)
     if result is None:
       return Response(status_code=499)  # the client left; nobody reads this
     notes["batch_size"] = result.batch_size
-    return JSONResponse(schemas.completion(cid, req.model, result.text, result.finish_reason, len(ids),
-                                           result.completion_tokens, notes), headers=headers)
+    text, finish = result.text, result.finish_reason
+    if safety is not None and (verdict := guard.check_answer(safety, text)) is not None:
+      text, finish, notes["safety"] = verdict.response, verdict.finish_reason, verdict.note
+    return JSONResponse(schemas.completion(cid, req.model, text, finish, len(ids), result.completion_tokens, notes),
+                        headers=headers)
 
   # ---- pages ---------------------------------------------------------------------------------------------
   @app.get("/", response_class=HTMLResponse)
@@ -322,42 +323,65 @@ async def _wait(job: Job, ticket: _Ticket, request: Request) -> Result | None:
 
 
 async def _stream(job: Job, ticket: _Ticket, model: str, cid: str, notes: dict, prompt_tokens: int,
-                  include_usage: bool):
+                  include_usage: bool, safety: guard.Filter | None):
   created = int(time.time())
+  checker = None if safety is None else guard.StreamGuard(safety)
+
+  def content(text: str) -> str:
+    return _sse(schemas.chunk(cid, model, created, delta={"content": text}))
+
   try:
     yield _sse(schemas.chunk(cid, model, created, delta={"role": "assistant", "content": ""}, notes=notes))
     while True:
       kind, value = await ticket.get()
+      if kind == "error":
+        yield _sse(schemas.error_body(value, "server_error", code="generation_failed"))
+        return
       if kind == "delta":
         # Deltas that queued up while this stream waited go out as one chunk: under load the event loop
         # then does less work per token, and holds the GIL the decode loop's host callback needs less often.
         value += ticket.take_deltas()
-        yield _sse(schemas.chunk(cid, model, created, delta={"content": value}))
-      elif kind == "done":
-        yield _sse(schemas.chunk(cid, model, created, delta={}, finish_reason=value.finish_reason,
-                                 notes={"batch_size": value.batch_size}))
-        if include_usage:
-          yield _sse(schemas.chunk(cid, model, created,
-                                   usage_=schemas.usage(prompt_tokens, value.completion_tokens)))
-        yield _sse("[DONE]")
-        return
-      else:
-        yield _sse(schemas.error_body(value, "server_error", code="generation_failed"))
-        return
+        out = value if checker is None else checker.feed(value)
+        if out:
+          yield content(out)
+        if checker is None or checker.verdict is None:
+          continue
+        job.cancelled.set()  # blocked: stop decoding, then say why
+        while kind == "delta":
+          kind, value = await ticket.get()
+        if kind == "error":
+          yield _sse(schemas.error_body(value, "server_error", code="generation_failed"))
+          return
+      elif checker is not None and (out := checker.feed("", final=True)):
+        yield content(out)
+      result: Result = value
+      finish, extra = result.finish_reason, {"batch_size": result.batch_size}
+      if checker is not None and checker.verdict is not None:
+        yield content(("\n\n" if checker.sent else "") + checker.verdict.response)
+        finish, extra["safety"] = checker.verdict.finish_reason, checker.verdict.note
+      yield _sse(schemas.chunk(cid, model, created, delta={}, finish_reason=finish, notes=extra))
+      if include_usage:
+        yield _sse(schemas.chunk(cid, model, created, usage_=schemas.usage(prompt_tokens, result.completion_tokens)))
+      yield _sse("[DONE]")
+      return
   finally:
     job.cancelled.set()  # the client hung up (or we are done): free the row
 
 
-def _refusal_response(req: schemas.ChatCompletionRequest, cid: str, text: str, prompt_tokens: int, notes: dict,
-                      headers: dict) -> Response:
+def _canned_response(req: schemas.ChatCompletionRequest, cid: str, verdict: guard.Verdict, prompt_tokens: int,
+                     notes: dict, headers: dict) -> Response:
+  """The safety filter's answer to a prompt, in the shape the request asked for (no generation)."""
   if not req.stream:
-    return JSONResponse(schemas.completion(cid, req.model, text, "content_filter", prompt_tokens, 0, notes),
-                        headers=headers)
+    return JSONResponse(schemas.completion(cid, req.model, verdict.response, verdict.finish_reason, prompt_tokens, 0,
+                                           notes), headers=headers)
   created = int(time.time())
 
   async def events():
-    yield _sse(schemas.chunk(cid, req.model, created, delta={"role": "assistant", "content": text}, notes=notes))
-    yield _sse(schemas.chunk(cid, req.model, created, delta={}, finish_reason="content_filter"))
+    yield _sse(schemas.chunk(cid, req.model, created, delta={"role": "assistant", "content": ""}, notes=notes))
+    yield _sse(schemas.chunk(cid, req.model, created, delta={"content": verdict.response}))
+    yield _sse(schemas.chunk(cid, req.model, created, delta={}, finish_reason=verdict.finish_reason))
+    if req.stream_options and req.stream_options.include_usage:
+      yield _sse(schemas.chunk(cid, req.model, created, usage_=schemas.usage(prompt_tokens, 0)))
     yield _sse("[DONE]")
 
   return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
