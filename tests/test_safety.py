@@ -176,8 +176,8 @@ def test_extra_dirs_extend_add_and_switch_off(tmp_path):
   assert ext.check("how to wallop my neighbour").rule == "violence/kill_howto"       # built-in rule extended
   assert not base.check("how to wallop my neighbour").blocked
   assert ext.check("how to kill my neighbour").rule == "violence/kill_howto"         # built-in lines still there
-  assert base.check("నిన్ను చంపేస్తాను").rule == "violence/te_threat"
-  assert ext.check("నిన్ను చంపేస్తాను").rule != "violence/te_threat"                   # switched off
+  assert base.check("నీ అంతు చూస్తాను").rule == "violence/te_threat"
+  assert not ext.check("నీ అంతు చూస్తాను").blocked                                     # switched off
 
 
 @pytest.mark.parametrize("content, message", [
