@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from telugu_jax.chat_format import ChatFormat, ChatFormatError, ChatTemplate, TooLongError, neutralise_markers
 from telugu_jax.data.records import Conversation, RecordError, Turn, read_jsonl, write_jsonl
 from telugu_jax.generate import Generator, SamplingConfig
-from telugu_jax.model.io import ModelDirError, load_model, read_meta
+from telugu_jax.model.io import ModelDirError, load_model
 from telugu_jax.tokenizer import TokenizerError
 
 HELP = "type a message; /reset clears the history, /save FILE writes it, /exit quits"
@@ -48,19 +48,16 @@ def _attach_adapter(loaded, adapter_dir: str) -> None:
   from telugu_jax.model import io as model_io
   from telugu_jax.model.config import LlamaConfig
   from telugu_jax.model.llama import Llama
-  from telugu_jax.model.lora import LoraConfig
 
-  meta = read_meta(adapter_dir)
-  lora_dir = os.path.join(adapter_dir, "lora")
-  if not meta.get("lora") or not os.path.isdir(lora_dir):
-    raise ChatError(f"{adapter_dir} holds no LoRA adapter (no lora/ or no lora config in model.json)")
+  try:
+    lora, lora_config, meta = model_io.load_adapter(adapter_dir)
+  except model_io.ModelDirError as e:
+    raise ChatError(str(e)) from None
   arch = LlamaConfig.from_dict(meta["model"])
   diff = [f for f in _ARCH_FIELDS if getattr(arch, f) != getattr(loaded.config, f)]
   if diff:
     raise ChatError(f"the adapter {adapter_dir} was trained for another base: {', '.join(diff)} differ from "
                     f"{loaded.path}. Pass the --checkpoint it was trained on.")
-  lora_config = LoraConfig(**meta["lora"])
-  lora = model_io._restore_tree(lora_dir)  # io has no public reader for one tree
   want = jax.eval_shape(Llama(loaded.config, lora=lora_config).init_variables, jax.random.key(0))["lora"]
   shapes = jax.tree_util.tree_map(lambda x: tuple(x.shape), lora)
   if shapes != jax.tree_util.tree_map(lambda x: tuple(x.shape), want):

@@ -134,6 +134,16 @@ def read_meta(path: str | os.PathLike) -> dict:
   return meta
 
 
+def load_adapter(path: str | os.PathLike) -> tuple[Any, LoraConfig, dict]:
+  """(lora tree, LoraConfig, model.json) of a directory that stores an adapter; the base is not loaded."""
+  path = resolve_model_dir(path)
+  meta = read_meta(path)
+  lora_dir = os.path.join(path, "lora")
+  if not meta.get("lora") or not os.path.isdir(lora_dir):
+    raise ModelDirError(f"{path} holds no LoRA adapter (no lora/ folder or no lora config in {META})")
+  return _restore_tree(lora_dir), LoraConfig(**meta["lora"]), meta
+
+
 def load_model(path: str | os.PathLike, *, with_tokenizer: bool = True, _depth: int = 0) -> LoadedModel:
   """Load a model directory, following `base` for adapter-only directories."""
   from telugu_jax.tokenizer import check_vocab, load_tokenizer
