@@ -310,7 +310,7 @@ async def _wait(job: Job, ticket: _Ticket, request: Request) -> Result | None:
   """The job's result; None (and the job cancelled) when the client hangs up first."""
   while True:
     try:
-      kind, value = await asyncio.wait_for(ticket.get(), timeout=0.25)
+      kind, value = await asyncio.wait_for(ticket.get(), timeout=0.1)
     except TimeoutError:
       if await request.is_disconnected():
         job.cancelled.set()
