@@ -185,12 +185,18 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_tokens_cap: in
     return JSONResponse(schemas.error_body(exc.message, code=exc.code, param=exc.param), status_code=exc.status)
 
   @app.exception_handler(RequestValidationError)
-  async def _invalid(_req, exc: RequestValidationError):
-    return JSONResponse(schemas.error_body(_validation_message(exc)), status_code=400)
+  async def _invalid(req: Request, exc: RequestValidationError):
+    message = _validation_message(exc)
+    if req.method == "POST" and "json" not in req.headers.get("content-type", ""):
+      message += " (send the body as JSON with 'Content-Type: application/json')"
+    return JSONResponse(schemas.error_body(message), status_code=400)
 
   @app.exception_handler(StarletteHTTPException)
   async def _http_error(_req, exc: StarletteHTTPException):
-    return JSONResponse(schemas.error_body(str(exc.detail)), status_code=exc.status_code)
+    message = str(exc.detail)
+    if exc.status_code == 400 and message == "There was an error parsing the body":  # FastAPI's words
+      message = "the request body could not be parsed: send one JSON object, UTF-8 encoded"
+    return JSONResponse(schemas.error_body(message), status_code=exc.status_code)
 
   @app.exception_handler(RatingError)
   async def _rating_error(_req, exc: RatingError):

@@ -132,16 +132,20 @@ def test_16_concurrent_streams_batched_and_each_correct(tiny_server, tiny_models
   assert engine.stats["largest_batch"] >= 8
 
 
-def _post(url, body, **kw):
-  content = body if isinstance(body, (str, bytes)) else json.dumps(body, ensure_ascii=False)
-  return httpx.post(url + "/v1/chat/completions", content=content, timeout=60,
-                    headers={"Content-Type": kw.get("content_type", "application/json")})
+def _post(url, body):
+  """POST a dict (as JSON), raw str/bytes, or (raw, content type)."""
+  content, ctype = body if isinstance(body, tuple) else (body, "application/json")
+  if isinstance(content, dict):
+    content = json.dumps(content, ensure_ascii=False)
+  return httpx.post(url + "/v1/chat/completions", content=content, timeout=60, headers={"Content-Type": ctype})
 
 
 GOOD = {"model": "tiny", "messages": [{"role": "user", "content": "నమస్కారం"}], "max_tokens": 4, "temperature": 0}
 BAD_REQUESTS = [  # (id, body, status, words the message must contain)
     ("not-json", '{"model": "tiny", "messages": [', 400, "not valid JSON"),
     ("not-an-object", "[1, 2]", 400, "invalid request"),
+    ("not-utf8", b'{"model": "\xff"}', 400, "UTF-8"),
+    ("text-plain", (json.dumps(GOOD), "text/plain"), 400, "Content-Type: application/json"),
     ("no-messages", {"model": "tiny"}, 400, "messages"),
     ("empty-messages", {**GOOD, "messages": []}, 400, "messages"),
     ("messages-not-list", {**GOOD, "messages": "నమస్కారం"}, 400, "messages"),
