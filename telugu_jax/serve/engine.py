@@ -11,9 +11,8 @@ with a slot index per row.
 Per row, on the host, in the decode loop's callback (`_Rows`): the request's own stop strings and
 `max_tokens`, streaming of the text that can no longer change, and cancellation (a client that hangs up
 sets `job.cancelled`; its row ends at the next step, and a batch whose rows have all ended stops).
-`Generator.generate` takes one stop list for the whole batch and has no per-row end, so `_run_batch`
-calls the same jitted program with this module's callback; the program, its compile cache and the
-sampling code are generation's own.
+`Generator.generate` runs the batch with this callback as its `host_hook`; the program, its compile
+cache and the sampling code are generation's own.
 
 Compiles are bounded: the batch is padded to a power of two (padding rows end at the first step) and
 the program's token budget is rounded up to a power of two (each row still ends at its own limit), so
@@ -33,14 +32,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from telugu_jax import generate as gen_lib
 from telugu_jax.chat import clean_answer
 from telugu_jax.chat_format import ChatFormat, ChatTemplate, neutralise_markers
-from telugu_jax.generate import Generator, SamplingConfig, cut_at_stop, sampling_knobs
+from telugu_jax.generate import Generator, SamplingConfig, _holdback, cut_at_stop
 
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "cancelled"}
 
@@ -94,7 +90,7 @@ def pow2_at_least(n: int, floor: int = 1) -> int:
 def streamable(raw: str, stops: Sequence[str], template: ChatTemplate) -> str:
   """The part of the raw generated text that is final whatever comes next, cleaned as `clean_answer`
   cleans the whole answer: a prefix of `clean_answer(raw + anything)`."""
-  visible = raw[:len(raw) - gen_lib._holdback(raw, stops)]
+  visible = raw[:len(raw) - _holdback(raw, stops)]
   cut = visible.rfind(template.turn_sep)
   line = visible[cut + len(template.turn_sep):] if cut >= 0 else visible
   head = line.lstrip().casefold()
@@ -246,32 +242,14 @@ class Engine:
     gen, tok = served.generator, served.fmt.tokenizer
     n = len(jobs)
     batch = min(pow2_at_least(n), max(self.max_batch, n))
-    prompts = [j.prompt_ids for j in jobs]
-    longest = max(len(p) for p in prompts)
+    longest = max(len(j.prompt_ids) for j in jobs)
     budget = min(pow2_at_least(max(j.max_tokens for j in jobs), 16), gen.config.max_seq_len - longest)
-    t = gen.bucket(longest)
-    pad_id = int(tok.pad_id)
-    tokens = np.full((batch, t), pad_id, np.int32)
-    lens = np.full((batch,), len(prompts[0]), np.int32)
-    for r, p in enumerate(prompts + [prompts[0]] * (batch - n)):
-      tokens[r, t - len(p):] = p
-      lens[r] = len(p)
     first = jobs[0]
     seed = first.seed if first.seed is not None else next(self._seeds)
     sampling = SamplingConfig(max_new_tokens=budget, temperature=first.temperature, top_p=first.top_p, seed=seed)
     rows = _Rows(jobs, batch, tok, served.fmt.template, int(tok.eos_id))
-    with gen_lib._HANDLER_LOCK:
-      handler_id = next(gen_lib._HANDLER_IDS)
-      gen_lib._HANDLERS[handler_id] = rows
     t0 = time.perf_counter()
-    try:
-      out = _decode_program(gen, tokens, lens, seed, sampling, handler_id, dict(
-          max_new_tokens=budget, mode=gen_lib._mode(sampling), vocab_limit=min(tok.vocab_size, gen.config.vocab_size),
-          eos_id=int(tok.eos_id), pad_id=pad_id, use_host=True, keep_logits=False))
-      jax.block_until_ready(out)
-    finally:
-      with gen_lib._HANDLER_LOCK:
-        gen_lib._HANDLERS.pop(handler_id, None)
+    gen.generate([j.prompt_ids for j in jobs], sampling, pad_batch_to=batch, host_hook=rows)
     self.stats["batches"] += 1
     self.stats["decode_s"] += time.perf_counter() - t0
     self.stats["batch_sizes"][n] = self.stats["batch_sizes"].get(n, 0) + 1
@@ -280,17 +258,3 @@ class Engine:
       reason = rows.reason[r] or "length"  # the program's budget is never below a row's own limit
       text = rows.sent[r] if reason == "cancelled" else clean_answer(rows.raw[r], served.fmt.template)
       self._finish(job, Result(text, FINISH_REASONS[reason], len(rows.ids[r]), n))
-
-
-def _decode_program(gen: Generator, tokens: np.ndarray, lens: np.ndarray, seed: int, sampling: SamplingConfig,
-                    handler_id: int, static: dict):
-  """Generation's jitted prefill + decode program with this module's host callback.
-
-  Until `Generator.generate` takes a per-row host hook (asked for in issue 10's report) this reaches into
-  generate.py's program; its static options were being moved into `DecodeOptions` while this was written,
-  so both forms are accepted. Remove this shim when the hook exists."""
-  args = (gen.variables, jnp.asarray(tokens), jnp.asarray(lens), jax.random.key(seed), sampling_knobs(sampling),
-          jnp.int32(handler_id))
-  if hasattr(gen_lib, "DecodeOptions"):
-    return gen_lib._generate_device(*args, model=gen.model, opts=gen_lib.DecodeOptions(**static))
-  return gen_lib._generate_device(*args, model=gen.model, **static)
