@@ -1,0 +1,142 @@
+"""DPO data and tools: `python -m telugu_jax.dpo COMMAND ...` (training itself: `python -m telugu_jax.train
+--config configs/dpo.py`).
+
+    read        upstream preference data (Anthropic HH, UltraFeedback-binarised, our pairs JSONL) -> pairs JSONL
+                python -m telugu_jax.dpo read --in hh.jsonl.gz --out runs/prefs/hh [--format auto]
+    pairs       pairs from the SFT model's own samples, ranked by rules and/or a judge endpoint
+                python -m telugu_jax.dpo pairs --model runs/lora --in data/sft/train.jsonl --out runs/prefs/self -k 4
+    demo-pairs  rule-made pairs from the bundled conversations (see telugu_jax/dpo/demo.py)
+                python -m telugu_jax.dpo demo-pairs --out runs/demo/prefs
+    demo        demo pairs + a short DPO run on the demo's SFT model (after `make demo`)
+                python -m telugu_jax.dpo demo --workdir runs/demo
+    eval        reward accuracy / margin / KL of a DPO model on held-out pairs
+                python -m telugu_jax.dpo eval --model runs/dpo --pairs runs/demo/prefs/val.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _print(obj) -> None:
+  print(json.dumps(obj, ensure_ascii=False, indent=1))
+
+
+def demo_config(workdir: str, paths: dict, steps: int):
+  """configs/dpo.py shrunk for the CPU demo model (as configs/demo.py shrinks configs/lora.py)."""
+  from telugu_jax.demo import load_config
+
+  c = load_config("dpo")
+  c.workdir = os.path.join(workdir, "dpo")
+  c.base = os.path.join(workdir, "sft")
+  c.data.train, c.data.validation = (paths["train"],), (paths["val"],)
+  c.data.max_seq_len = 512
+  c.data.batch_size = 8
+  c.lora.rank, c.lora.alpha, c.lora.dropout = 16, 32.0, 0.0
+  c.optim.lr, c.optim.warmup_steps = 3e-3, 5
+  c.dpo.beta = 0.3
+  c.train.max_steps = steps
+  c.train.dtype = c.train.frozen_dtype = "float32"
+  c.train.log_every, c.train.eval_every, c.train.save_every = 10, max(steps // 2, 1), steps
+  return c
+
+
+def main(argv: list[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog="python -m telugu_jax.dpo", description=__doc__,
+                              formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = p.add_subparsers(dest="command", required=True)
+  r = sub.add_parser("read", help="upstream preference data -> pairs JSONL")
+  r.add_argument("--in", dest="inputs", nargs="+", required=True)
+  r.add_argument("--out", required=True)
+  r.add_argument("--format", default="auto", help="auto | hh | ultrafeedback | pairs")
+  r.add_argument("--source")
+  r.add_argument("--split", help="split of a datasets directory")
+  r.add_argument("--force", action="store_true")
+  g = sub.add_parser("pairs", help="pairs from the SFT model's samples")
+  g.add_argument("--model", required=True)
+  g.add_argument("--in", dest="inputs", nargs="+", required=True, help="Conversation JSONL: the prompts")
+  g.add_argument("--out", required=True)
+  g.add_argument("-k", type=int, default=4)
+  g.add_argument("--temperature", type=float, default=0.9)
+  g.add_argument("--top-p", type=float, default=0.95)
+  g.add_argument("--max-new-tokens", type=int, default=256)
+  g.add_argument("--ranking", default="rules", choices=("rules", "judge", "both"))
+  g.add_argument("--min-gap", type=float, default=0.1)
+  g.add_argument("--judge-url", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+  g.add_argument("--judge-model")
+  g.add_argument("--judge-key-env", default="OPENAI_API_KEY", help="environment variable holding the key")
+  g.add_argument("--seed", type=int, default=0)
+  d = sub.add_parser("demo-pairs", help="rule-made pairs from the bundled conversations")
+  d.add_argument("--out", required=True)
+  m = sub.add_parser("demo", help="demo pairs + a short DPO run on WORKDIR/sft")
+  m.add_argument("--workdir", default="runs/demo")
+  m.add_argument("--steps", type=int, default=60)
+  e = sub.add_parser("eval", help="reward accuracy and margin on held-out pairs")
+  e.add_argument("--model", required=True)
+  e.add_argument("--pairs", nargs="+", required=True)
+  e.add_argument("--reference", help="reference model dir (default: the model's adapter switched off)")
+  e.add_argument("--beta", type=float, default=0.1)
+  e.add_argument("--loss-type", default="sigmoid", choices=("sigmoid", "ipo"))
+  e.add_argument("--max-seq-len", type=int, default=1024)
+  e.add_argument("--group-by", help="a meta key to break the numbers down by, e.g. rejected_by")
+  args = p.parse_args(argv)
+
+  try:
+    if args.command == "read":
+      from telugu_jax.dpo.records import run_read
+
+      _print(run_read(args.inputs, args.out, args.format, args.source, split=args.split, force=args.force))
+    elif args.command == "pairs":
+      from telugu_jax.dpo.pairs import PairConfig, run_pairs
+
+      client = None
+      if args.judge_url:
+        if not args.judge_model:
+          raise ValueError("--judge-url needs --judge-model")
+        from telugu_jax.data.translate.client import ChatClient
+
+        client = ChatClient(base_url=args.judge_url, model=args.judge_model, api_key_env=args.judge_key_env)
+      cfg = PairConfig(k=args.k, temperature=args.temperature, top_p=args.top_p, max_new_tokens=args.max_new_tokens,
+                       ranking=args.ranking, min_gap=args.min_gap, seed=args.seed)
+      _print(run_pairs(args.model, args.inputs, args.out, cfg, judge_client=client))
+    elif args.command == "demo-pairs":
+      from telugu_jax.dpo.demo import prepare_demo_pairs
+
+      _print(prepare_demo_pairs(args.out))
+    elif args.command == "demo":
+      from telugu_jax.dpo.demo import prepare_demo_pairs
+      from telugu_jax.dpo.evaluate import score_pairs
+      from telugu_jax.dpo.train import train_dpo
+      from telugu_jax.model.io import load_model
+
+      paths = prepare_demo_pairs(os.path.join(args.workdir, "prefs"))
+      from telugu_jax.train.loop import TrainingError
+
+      c = demo_config(args.workdir, paths, args.steps)
+      try:
+        result = train_dpo(c)
+      except TrainingError as err:
+        raise ValueError(str(err)) from None
+      report = score_pairs(load_model(result.model_dir), [paths["val"]], beta=c.dpo.beta,
+                           max_seq_len=c.data.max_seq_len, group_by="rejected_by")
+      print(f"DPO model: {result.model_dir}\nheld-out pairs (policy vs the SFT reference; at step 0 every reward "
+            "is 0, the loss log 2):")
+      _print(report)
+    elif args.command == "eval":
+      from telugu_jax.dpo.evaluate import score_pairs
+      from telugu_jax.model.io import load_model
+
+      ref = load_model(args.reference) if args.reference else None
+      _print(score_pairs(load_model(args.model), args.pairs, reference=ref, beta=args.beta, loss_type=args.loss_type,
+                         max_seq_len=args.max_seq_len, group_by=args.group_by))
+  except (ValueError, FileNotFoundError) as err:
+    print(f"error: {err}", file=sys.stderr)
+    return 2
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
