@@ -155,7 +155,9 @@ def _pair_corpus(file_keys: tuple, fmt: ChatFormat, max_seq_len: int, over_long:
     log.warning("preference data: %d of %d pairs rejected %s, %d shortened %s; each is listed with its reason in "
                 "the run's rejected.jsonl", len(rejected), records, by_reason, len(shortened), summary["shortened"])
   if not ids:
-    raise ValueError(f"preference data: no usable pair in {records} record(s); rejected by reason: {by_reason}")
+    raise ValueError(f"preference data: no usable pair in {records} record(s); rejected by reason: {by_reason}. "
+                     "DPO reads pairs JSONL ({id, prompt, chosen, rejected}): convert upstream data with `python -m "
+                     "telugu_jax.dpo read`, or sample pairs from the SFT model with `python -m telugu_jax.dpo pairs`")
   corpus = builder.build({}, [])
   return PairCorpus(corpus, tuple(ids), summary, rejected + shortened)
 

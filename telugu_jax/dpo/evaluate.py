@@ -56,7 +56,8 @@ def score_pairs(policy: LoadedModel, paths: str | Sequence[str], *, reference: L
   variables = {k: jax.tree_util.tree_map(np.asarray, v) for k, v in policy.variables.items()}
   if reference is None:
     if "lora" not in variables:
-      raise ValueError(f"{policy.path} holds no adapter, so 'adapter off' is the policy itself: pass reference=")
+      raise ValueError(f"{policy.path} holds no adapter, so 'adapter off' is the policy itself: give the reference "
+                       "model (--reference DIR)")
     cfg = DPOConfig(beta=beta, loss_type=loss_type, reference="adapter_off")
     trainable, frozen = {"lora": variables["lora"]}, {"params": variables["params"]}
   else:
