@@ -100,10 +100,11 @@ class DPOTask(Task):
     params = sft.variables["params"]
     self.base_dir = resolve_model_dir(config.base)
     if "lora" in sft.variables:
-      # The reference is the SFT model; merged once, it becomes the frozen base the DPO adapter trains on.
+      # The reference is the SFT model; merged once, it becomes the frozen base the DPO adapter trains on
+      # (LoRA), or the start of every weight (full fine-tuning, which exports full weights and needs no base).
       params = jax.tree_util.tree_map(np.asarray, merge_lora(params, sft.variables["lora"], sft.lora_config))
       self.base_dir = os.path.join(os.path.abspath(config.workdir), "sft_merged")
-      if jax.process_index() == 0 and not is_model_dir(self.base_dir):
+      if config.mode == "lora" and jax.process_index() == 0 and not is_model_dir(self.base_dir):
         save_model(self.base_dir, sft.config, params=params, tokenizer=tokenizer,
                    extra={"merged_from": sft.path})
     model_cfg = sft.config.replace(dtype=config.train.dtype, remat=config.train.remat,
