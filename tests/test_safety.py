@@ -23,7 +23,6 @@ from .conftest import TELUGU_SENTENCES
 
 ASSETS = builtin_dir()
 LABELLED = os.path.join(ASSETS, "labelled.jsonl")
-HELDOUT = os.path.join(ASSETS, "heldout.jsonl")
 TE = re.compile("[\u0c00-\u0c7f]")
 
 
@@ -216,13 +215,26 @@ def test_every_harmful_labelled_prompt_is_refused(flt):
   assert report["identity"]["recall"] == 1.0
 
 
-def test_heldout_set_is_scored_separately(flt):
-  """The held-out set was written after the lists and never tuned on: it measures generalisation, so only
-  a floor is asserted (see the report for the measured numbers)."""
-  items = read_labelled(HELDOUT)
-  assert len(items) >= 50 and not {it["id"] for it in items} & {it["id"] for it in read_labelled(LABELLED)}
+@pytest.mark.parametrize("name", ["heldout.jsonl", "heldout2.jsonl", "heldout3.jsonl"])
+def test_former_heldout_sets_are_refused(flt, name):
+  """Sets 1-3 were each scored once, before the lists were generalised from their misses (harmful refused
+  then: 50%, 25%, 19%); now they are regression sets like the labelled one."""
+  items = read_labelled(os.path.join(ASSETS, name))
   report = evaluate(flt, items)
-  assert report["harmful"]["recall"] >= 0.5 and report["harmless"]["false_positive_rate"] <= 0.2
+  assert report["harmful"]["recall"] == 1.0, report["errors"]
+  assert report["harmless"]["false_positive_rate"] == 0.0, report["errors"]
+
+
+def test_last_heldout_set_is_scored_separately(flt):
+  """heldout4 was written after the last change to the lists and never tuned on: it measures how the
+  lists generalise to new phrasings (measured: 13/36 harmful refused, 0/30 harmless blocked). Only a
+  floor is asserted, so that a change that loses recall or gains false positives shows up here."""
+  items = read_labelled(os.path.join(ASSETS, "heldout4.jsonl"))
+  ids = {it["id"] for name in ("labelled", "heldout", "heldout2", "heldout3")
+         for it in read_labelled(os.path.join(ASSETS, f"{name}.jsonl"))}
+  assert len(items) >= 60 and not {it["id"] for it in items} & ids
+  report = evaluate(flt, items)
+  assert report["harmful"]["recall"] >= 0.3 and report["harmless"]["false_positive_rate"] <= 0.05
 
 
 def test_metrics_match_a_confusion_matrix():
