@@ -17,9 +17,9 @@ A rule is matched against every view of a text and fires if it matches any of th
   4. Whitespace runs to one space.
 
 `word_views` (everything else): from the text view,
-  5. simple leetspeak undone where a leet character sits between Latin letters (`k1ll`, `b0mb`) or `@`/`$`
-     comes with letters (`h@te`); numbers and units (`500`, `14-year-old`, `100mg`) stay; a second view
-     reads `1` and `|` as `l`;
+  5. simple leetspeak undone where a leet character sits between Latin letters (`k1ll`, `b0mb`), one
+     leet digit ends or starts a word (`d0`, `0verdose`) or `@`/`$` comes with letters (`h@te`); numbers,
+     units and chords (`500`, `14-year-old`, `100mg`, `Dm7`) stay; a second view reads `1`, `|` as `l`;
   6. apostrophes deleted (`i'll` -> `ill`, `someone's` -> `someones`); every other character that is not
      a letter, mark or digit becomes a space; a Telugu vowel sign, virama or anusvara that a space cut
      off its letter is joined back (`చ ం పు` -> `చంపు`);
@@ -53,7 +53,6 @@ _CONFUSABLES = str.maketrans({
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s",
                        "!": "i", "|": "i"})
 _LEET_L = str.maketrans({"1": "l", "|": "l"})
-_LEET_CHARS = frozenset("0134579@$!|")
 _LEET_RUN = re.compile(r"[a-z0-9@$!|]+")
 _LEET_INSIDE = re.compile(r"[a-z][0-9@$!|]+[a-z]|^[a-z]+[01345@$]$|^[013457@$][a-z]{2,}$")
 _LATIN = re.compile(r"[a-z]")
