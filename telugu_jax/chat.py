@@ -29,6 +29,7 @@ from telugu_jax.chat_format import ChatFormat, ChatFormatError, ChatTemplate, To
 from telugu_jax.data.records import Conversation, RecordError, Turn, read_jsonl, write_jsonl
 from telugu_jax.generate import Generator, SamplingConfig
 from telugu_jax.model.io import ModelDirError, load_model
+from telugu_jax.serve import guard
 from telugu_jax.tokenizer import TokenizerError
 
 HELP = "type a message; /reset clears the history, /save FILE writes it, /exit quits"
@@ -122,8 +123,8 @@ class ChatSession:
   """A conversation with history, for the REPL and `--prompt`."""
 
   def __init__(self, generator: Generator, fmt: ChatFormat, sampling: SamplingConfig,
-               stop_strings: Sequence[str] = ()):
-    self.generator, self.fmt, self.sampling = generator, fmt, sampling
+               stop_strings: Sequence[str] = (), safety=None):
+    self.generator, self.fmt, self.sampling, self.safety = generator, fmt, sampling, safety
     self.stop_strings = tuple(fmt.template.stop_strings) + tuple(stop_strings)
     self.budget = generator.config.max_seq_len - sampling.max_new_tokens
     self.history: list[Turn] = []
@@ -133,16 +134,28 @@ class ChatSession:
     self.history = []
 
   def ask(self, message: str, stream: Callable[[str], None] | None = None) -> Reply:
+    """Answer `message`. With a safety filter (telugu_jax.safety, the CLI's default) the message is checked
+    first (a refusal or the identity answer is returned without running the model) and the answer is
+    streamed a sentence at a time, each sentence checked before it is shown (telugu_jax.serve.guard)."""
     user = Turn("user", neutralise_markers(message.strip(), self.fmt.template))
+    if self.safety is not None and (verdict := guard.check_prompt(self.safety, message)) is not None:
+      if stream is not None:
+        stream(verdict.response)
+      if verdict.finish_reason != "content_filter":  # the identity answer is a normal exchange
+        self.history += [user, Turn("assistant", verdict.response)]
+      return Reply(verdict.response, verdict.finish_reason, 0)
     ids, dropped = fit_prompt(self.fmt, self.history + [user], self.budget)
     self.history = self.history[dropped:]
     started = False
+    checker = None if self.safety is None else guard.StreamGuard(self.safety)
 
     def on_text(_row: int, piece: str) -> None:
       nonlocal started
       if not started:  # the answer's first characters are the space after the marker
         piece = piece.lstrip()
         started = bool(piece)
+      if checker is not None:
+        piece = checker.feed(piece)
       if piece:
         stream(piece)
 
@@ -151,9 +164,21 @@ class ChatSession:
     [gen] = self.generator.generate([ids], sampling, stop_strings=self.stop_strings,
                                     stream=None if stream is None else on_text)
     answer = clean_answer(gen.text, self.fmt.template)
+    finish = gen.finish_reason
+    if checker is not None and stream is not None:
+      rest = checker.feed("", final=True)  # what the stream still held back
+      if rest:
+        stream(rest)
+      verdict = checker.verdict
+    else:
+      verdict = None if self.safety is None else guard.check_answer(self.safety, answer)
+    if verdict is not None:  # blocked: the refusal replaces (the rest of) the answer; nothing goes to history
+      if stream is not None:
+        stream(("\n" if checker is not None and checker.sent else "") + verdict.response)
+      return Reply(verdict.response, verdict.finish_reason, dropped)
     if answer:
       self.history += [user, Turn("assistant", answer)]
-    return Reply(answer, gen.finish_reason, dropped)
+    return Reply(answer, finish, dropped)
 
   def save(self, path: str) -> int:
     conv = Conversation(id=f"chat-{time.strftime('%Y%m%d-%H%M%S')}", turns=tuple(self.history), source="chat")
@@ -267,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--stop", action="append", default=[], help="extra stop string (repeatable); '\\nuser:' always")
   p.add_argument("--no-merge", action="store_true", help="apply the LoRA adapter on the fly instead of merging it")
+  p.add_argument("--no-safety", action="store_true",
+                 help="talk without the safety filter (on by default in the REPL and --prompt: messages and answers "
+                      "are checked; --input file mode answers raw, for evaluation)")
   return p
 
 
@@ -294,7 +322,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{counts['errors']} conversation(s) could not be answered: see meta.error in {args.output}",
               file=sys.stderr)
       return 0
-    session = ChatSession(generator, fmt, sampling, stops)
+    safety = None
+    if not args.no_safety:
+      from telugu_jax.safety import default_filter
+
+      safety = default_filter()
+    session = ChatSession(generator, fmt, sampling, stops, safety=safety)
 
     def write(s: str) -> None:
       sys.stdout.write(s)
