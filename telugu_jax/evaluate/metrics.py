@@ -12,7 +12,8 @@
   holds no role marker at the start of a line or after a space.
 - Language fidelity: the response is mainly in the script expected (Telugu when asked in Telugu; English for
   a te->en translation), judged by the share of its letters in the Telugu Unicode block.
-- Repetition: the share of n-grams (n=3; words and punctuation marks) of a response that repeat an earlier one.
+- Repetition: the share of n-grams (words and punctuation, n=3; or characters, n=10, whichever is larger) of a
+  response that repeat an earlier one.
 """
 
 from __future__ import annotations
@@ -120,14 +121,18 @@ def invented_turn(raw_text: str, template: ChatTemplate = DEFAULT_TEMPLATE) -> s
   return None
 
 
-def repetition_rate(text: str, n: int = 3) -> float:
-  """Share of n-grams that repeat an earlier n-gram of the same text (0: none; ~1: a loop). Tokens are
-  `words` plus each punctuation mark or symbol, so a loop of dots counts too."""
+def _repeated_share(items: Sequence) -> float:
+  return 1.0 - len(set(items)) / len(items) if items else 0.0
+
+
+def repetition_rate(text: str, n: int = 3, chars: int = 10) -> float:
+  """How much of the text repeats itself (0: nothing; ~1: a loop): the larger of the share of token n-grams
+  that repeat an earlier one (tokens: `words` plus each punctuation mark, so a loop of dots counts) and the
+  same share over character `chars`-grams (a loop inside one "word", e.g. one letter written 60 times)."""
   w = _tokens(text, marks=True)
-  grams = [tuple(w[i:i + n]) for i in range(len(w) - n + 1)]
-  if not grams:
-    return 0.0
-  return 1.0 - len(set(grams)) / len(grams)
+  by_tokens = _repeated_share([tuple(w[i:i + n]) for i in range(len(w) - n + 1)])
+  by_chars = _repeated_share([text[i:i + chars] for i in range(len(text) - chars + 1)])
+  return max(by_tokens, by_chars)
 
 
 @dataclasses.dataclass

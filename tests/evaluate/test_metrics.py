@@ -96,13 +96,16 @@ def test_language_fidelity():
 
 
 def test_repetition_rate():
-  # 8 words, 6 trigrams, 2 distinct ((ఒక రోజు ఒక), (రోజు ఒక రోజు)): 1 - 2/6
+  # 8 words, 6 trigrams, 2 distinct ((ఒక రోజు ఒక), (రోజు ఒక రోజు)): 1 - 2/6; by characters: 31 characters
+  # with a period of 8 ("ఒక రోజు "), 22 10-grams, 8 distinct: 1 - 8/22, smaller
   assert M.repetition_rate("ఒక రోజు ఒక రోజు ఒక రోజు ఒక రోజు") == pytest.approx(2 / 3)
   assert M.repetition_rate(HYP) == 0.0
   assert M.repetition_rate("ఒకటి రెండు") == 0.0
   # a loop of dots (what an undertrained model writes): 6 tokens, 4 trigrams, 1 distinct -> 3/4
   assert M.repetition_rate(".\n.\n.\n.\n.\n.") == pytest.approx(3 / 4)
   assert M.repetition_rate("సరే, సరే.") == 0.0   # 4 tokens (సరే , సరే .), 2 distinct trigrams
+  # one letter 60 times is one "word": the character 10-grams catch it (51 of them, 1 distinct)
+  assert M.repetition_rate("ఈ" * 60) == pytest.approx(1 - 1 / 51)
 
 
 def test_summarise_by_category():
