@@ -10,7 +10,9 @@ greedy, `max_tokens` each. Every configuration is run twice untimed (compiles), 
 the row is the median round. Tokens are the server's own count (`usage.completion_tokens`), so answers
 that end early at eos count what they made. Columns: aggregate tokens/s = all users' tokens / wall time
 of the round; per-user tokens/s = a user's tokens / its own stream time; time to first token; the
-engine's batch count for the round; speed-up = aggregate tokens/s over the 1-user row's.
+engine's batches for the round (requests x batches) and its decode time; speed-up = aggregate tokens/s over
+the 1-user row's of the same path. `--engine-only` adds rows timed straight through the `Engine` in this
+process (no HTTP, SSE or client), to tell what batching buys from what serving costs.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ def add_args(parser) -> None:
   parser.add_argument("--max-tokens", type=int, default=64)
   parser.add_argument("--repeats", type=int, default=3, help="timed rounds per configuration (median)")
   parser.add_argument("--batch-window-ms", type=float, default=20.0, help="the server's --batch-window-ms")
+  parser.add_argument("--engine-only", action="store_true",
+                      help="also time the batching engine in this process, without HTTP (rows path=engine)")
   parser.add_argument("--safety", action="store_true",
                       help="keep the server's safety filter on (default off: this measures decoding and batching)")
 
@@ -113,6 +117,55 @@ async def one_round(url: str, users: int, max_tokens: int) -> dict:
           "ttft_s": statistics.median(r["ttft"] for r in results)}
 
 
+def engine_round(models: dict, users: int, max_tokens: int, window_s: float) -> dict:
+  """The same round straight through `Engine` (no HTTP, no SSE, no client): what batching itself buys."""
+  import threading
+
+  from telugu_jax.serve.engine import Engine, Job
+
+  served = models["bench"]
+  engine = Engine(models, max_batch=max(users, 1), batch_window_s=window_s).start()
+  try:
+    done = [threading.Event() for _ in range(users)]
+    results = [None] * users
+
+    def sink(i):
+      def call(kind, value):
+        if kind != "delta":
+          results[i] = value
+          done[i].set()
+      return call
+
+    t0 = time.perf_counter()
+    for i in range(users):
+      ids = served.fmt.encode_prompt([{"role": "user", "content": QUESTIONS[i % len(QUESTIONS)]}]).tolist()
+      engine.submit(Job("bench", ids, max_tokens, sink(i), temperature=0))
+    for e in done:
+      e.wait()
+    wall = time.perf_counter() - t0
+  finally:
+    engine.stop()
+  tokens = sum(r.completion_tokens for r in results)
+  return {"tokens": tokens, "wall_s": wall, "agg_tok_s": tokens / wall, "decode_s": engine.stats["decode_s"],
+          "host_s": engine.stats["host_s"],
+          "batches": " ".join(f"{k}x{v}" for k, v in sorted(engine.stats["batch_sizes"].items()))}
+
+
+def run_engine_only(args, checkpoint: str, users_list: list[int]) -> list[dict]:
+  from telugu_jax.serve.__main__ import load_models
+
+  models = load_models(checkpoint, [], name="bench")
+  rows = []
+  for users in users_list:
+    for _ in range(2):
+      engine_round(models, users, args.max_tokens, args.batch_window_ms / 1000)
+    rounds = sorted((engine_round(models, users, args.max_tokens, args.batch_window_ms / 1000)
+                     for _ in range(args.repeats)), key=lambda r: r["agg_tok_s"])
+    rows.append({"model": args.checkpoint or f"random {args.preset}", "path": "engine", "users": users,
+                 "max_tokens": args.max_tokens, **rounds[len(rounds) // 2]})
+  return rows
+
+
 def run(args) -> list[dict]:
   import socket
 
@@ -138,14 +191,20 @@ def run(args) -> list[dict]:
                                   for k, v in sorted(after["batch_sizes"].items(), key=lambda kv: int(kv[0]))
                                   if v > before["batch_sizes"].get(k, 0))
           r["decode_s"] = after["decode_s"] - before["decode_s"]
+          r["host_s"] = after["host_s"] - before["host_s"]
           rounds.append(r)
         best = sorted(rounds, key=lambda r: r["agg_tok_s"])[len(rounds) // 2]
-        rows.append({"model": args.checkpoint or f"random {args.preset}", "safety": args.safety, "users": users,
+        rows.append({"model": args.checkpoint or f"random {args.preset}", "path": "http", "safety": args.safety,
+                     "users": users,
                      "max_tokens": args.max_tokens, **best})
     finally:
       proc.terminate()
       proc.wait(timeout=60)
-  base = next((r["agg_tok_s"] for r in rows if r["users"] == 1), None)
-  for r in rows:
-    r["speedup"] = r["agg_tok_s"] / base if base else float("nan")
+    if args.engine_only:
+      rows += run_engine_only(args, checkpoint, users_list)
+  for path in ("http", "engine"):
+    base = next((r["agg_tok_s"] for r in rows if r["users"] == 1 and r["path"] == path), None)
+    for r in rows:
+      if r["path"] == path:
+        r["speedup"] = r["agg_tok_s"] / base if base else float("nan")
   return rows

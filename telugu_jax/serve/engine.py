@@ -1,12 +1,12 @@
 """The batching queue between HTTP requests and the generation program.
 
-Requests are `Job`s put on one queue; one worker thread owns the device. It takes the oldest job, waits up
-to `batch_window_s` for others to arrive, and decodes every waiting job that can share the program with it
-(same model and sampling settings, prompts and limits that fit the context together) as one batch. So 16
-users who ask at the same time cost about one decode, not 16. Jobs that arrive while a batch runs form the
-next batch. This is static batching: a job does not join a batch already decoding, because the KV cache
-writes every row at one shared slot (`telugu_jax.model.cache`); joining mid-flight would need a cache
-with a slot index per row.
+Requests are `Job`s put on one queue; one worker thread owns the device. It takes the oldest job, waits
+while others keep arriving (until `batch_window_s` passes without a new one, `MAX_WINDOWS` windows at
+most), and decodes every waiting job that can share the program with it (same model and sampling
+settings, prompts and limits that fit the context together) as one batch. So 16 users who ask at the
+same time cost about one decode, not 16. Jobs that arrive while a batch runs form the next batch. This
+is static batching: a job does not join a batch already decoding, because the KV cache writes every row
+at one shared slot (`telugu_jax.model.cache`); joining mid-flight would need a slot index per row.
 
 Per row, on the host, in the decode loop's callback (`_Rows`): the request's own stop strings and
 `max_tokens`, streaming of the text that can no longer change, and cancellation (a client that hangs up
@@ -38,6 +38,7 @@ from telugu_jax.chat import clean_answer
 from telugu_jax.chat_format import ChatFormat, ChatTemplate, neutralise_markers
 from telugu_jax.generate import Generator, SamplingConfig, _holdback, cut_at_stop
 
+MAX_WINDOWS = 5
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "cancelled"}
 
 
@@ -109,6 +110,7 @@ class _Rows:
     self.sent = [""] * len(jobs)
     self.reason: list[str | None] = [None] * len(jobs)
     self.raw = [""] * len(jobs)
+    self.host_s = 0.0  # time spent in this callback (the decode loop waits for it every step)
 
   def _emit(self, r: int, shown: str) -> None:
     if len(shown) > len(self.sent[r]) and shown.startswith(self.sent[r]):
@@ -116,6 +118,13 @@ class _Rows:
       self.sent[r] = shown
 
   def __call__(self, tok_b: np.ndarray, step: np.ndarray, done_b: np.ndarray) -> np.ndarray:
+    t0 = time.perf_counter()
+    try:
+      return self._step(tok_b)
+    finally:
+      self.host_s += time.perf_counter() - t0
+
+  def _step(self, tok_b: np.ndarray) -> np.ndarray:
     stop = np.ones(self.batch, bool)  # padding rows end at once
     for r, job in enumerate(self.jobs):
       if self.reason[r] is not None:
@@ -154,7 +163,7 @@ class Engine:
     self._thread: threading.Thread | None = None
     self._seeds = itertools.count(seed)
     self.stats = {"batches": 0, "jobs": 0, "tokens": 0, "cancelled": 0, "largest_batch": 0, "decode_s": 0.0,
-                  "batch_sizes": {}}  # requests per batch -> how many batches had that many
+                  "host_s": 0.0, "batch_sizes": {}}  # requests per batch -> how many batches had that many
     self.finished: collections.deque[tuple[int, Result]] = collections.deque(maxlen=256)  # (job id, result)
 
   # ---- lifecycle ---------------------------------------------------------------------------------------
@@ -204,8 +213,14 @@ class Engine:
           job.sink("error", "the server is shutting down")
         self._pending.clear()
         return None
-      deadline = self._pending[0].arrived + self.batch_window_s
-      while len(self._pending) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+      # Wait for more while they keep coming: until `batch_window_s` passes with no new arrival, and at most
+      # `MAX_WINDOWS` windows after the oldest (a burst of clients reaches the queue spread out, slower still
+      # when the server is busy).
+      while len(self._pending) < self.max_batch:
+        deadline = min(self._pending[0].arrived + MAX_WINDOWS * self.batch_window_s,
+                       self._pending[-1].arrived + self.batch_window_s)
+        if (left := deadline - time.monotonic()) <= 0:
+          break
         self._cond.wait(left)
       key = self._pending[0].key()
       context = self.context(self._pending[0].model)
@@ -252,6 +267,7 @@ class Engine:
     gen.generate([j.prompt_ids for j in jobs], sampling, pad_batch_to=batch, host_hook=rows)
     self.stats["batches"] += 1
     self.stats["decode_s"] += time.perf_counter() - t0
+    self.stats["host_s"] += rows.host_s
     self.stats["batch_sizes"][n] = self.stats["batch_sizes"].get(n, 0) + 1
     self.stats["largest_batch"] = max(self.stats["largest_batch"], n)
     for r, job in enumerate(jobs):

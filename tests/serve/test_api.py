@@ -95,7 +95,7 @@ def test_system_message_folded_and_markers_neutralised(smoke_server, smoke_run):
 
 @pytest.fixture(scope="module")
 def tiny_server(tiny_models):
-  engine = Engine(tiny_models, batch_window_s=0.3)  # a wide window: CI's 2 busy cores deliver requests slowly
+  engine = Engine(tiny_models, batch_window_s=0.1)  # a wide window: CI's 2 busy cores deliver requests slowly
   with LiveServer(create_app(engine, max_tokens_cap=LONG)) as url:
     yield url, engine
 
