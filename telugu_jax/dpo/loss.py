@@ -7,11 +7,13 @@ With h = (log pi(y_w|x) - log pi_ref(y_w|x)) - (log pi(y_l|x) - log pi_ref(y_l|x
   label smoothing eps (conservative DPO):        -(1 - eps) log sigma(beta * h) - eps log sigma(-beta * h)
   ipo (Azar et al. 2023, eq. 17, tau = beta):    (h - 1 / (2 beta))^2
 
-These are TRL's definitions (`DPOTrainer`, loss_type "sigmoid" with `label_smoothing`, and "ipo"),
-including its choice of log-probabilities: summed over the answer's tokens for sigmoid, and averaged
-per token for IPO (TRL divides by the answer length for IPO; the paper states IPO on sequence
-probabilities, whose square grows with length). Implicit rewards: r = beta * (log pi - log pi_ref);
-reward accuracy counts r_w > r_l strictly (ties, as at step 0, are not correct), as TRL does.
+The sigmoid and IPO losses are TRL's (`DPOTrainer`, loss_type "sigmoid" and "ipo"; checked numerically
+against TRL 1.16 on fixed per-token log-probs), including its choice of log-probabilities: summed over
+the answer's tokens, and for IPO divided by each answer's token count inside the loss (TRL: the summed
+form makes the square grow with length; the IPO authors' results use the per-token form). Label
+smoothing is the conservative DPO of TRL's "sigmoid" before v1.0 (TRL 1.x keeps only a de-biased
+"robust" variant). Implicit rewards r = beta * (log pi - log pi_ref) use the summed log-probs for every
+loss type, and reward accuracy counts r_w > r_l strictly (ties, as at step 0, are not correct), as TRL.
 
 Everything here is a pure function of arrays, in float32; the model-facing part is `objective.py`.
 """
@@ -42,12 +44,8 @@ def token_kl(policy_logits_btv: jax.Array, ref_logits_btv: jax.Array) -> jax.Arr
 
 def preference_losses(policy_chosen: jax.Array, policy_rejected: jax.Array, ref_chosen: jax.Array,
                       ref_rejected: jax.Array, *, beta: float, loss_type: str = "sigmoid",
-                      label_smoothing: float = 0.0) -> tuple[jax.Array, dict]:
-  """Per-pair losses [B] and per-pair statistics from sequence log-probs [B] each.
-
-  Returns (losses, {"reward_chosen", "reward_rejected", "margin", "correct"}), all [B] float32; rewards
-  carry no gradient (they are reported, not optimised).
-  """
+                      label_smoothing: float = 0.0) -> jax.Array:
+  """Per-pair losses [B] float32 from sequence log-probs [B] each (per-token averages for IPO, see above)."""
   if loss_type not in LOSS_TYPES:
     raise ValueError(f"loss_type={loss_type!r}; choose one of {LOSS_TYPES}")
   if beta <= 0:
@@ -57,16 +55,21 @@ def preference_losses(policy_chosen: jax.Array, policy_rejected: jax.Array, ref_
   if label_smoothing and loss_type != "sigmoid":
     raise ValueError("label_smoothing applies to the sigmoid (DPO) loss only")
   f32 = lambda x: jnp.asarray(x, jnp.float32)
-  pc, pr, rc, rr = f32(policy_chosen), f32(policy_rejected), f32(ref_chosen), f32(ref_rejected)
-  h = (pc - rc) - (pr - rr)
-  if loss_type == "sigmoid":
-    losses = -jax.nn.log_sigmoid(beta * h)
-    if label_smoothing:
-      losses = (1.0 - label_smoothing) * losses - label_smoothing * jax.nn.log_sigmoid(-beta * h)
-  else:
-    losses = jnp.square(h - 1.0 / (2.0 * beta))
-  reward_c = jax.lax.stop_gradient(beta * (pc - rc))
-  reward_r = jax.lax.stop_gradient(beta * (pr - rr))
-  stats = {"reward_chosen": reward_c, "reward_rejected": reward_r, "margin": reward_c - reward_r,
-           "correct": (reward_c > reward_r).astype(jnp.float32)}
-  return losses, stats
+  h = (f32(policy_chosen) - f32(ref_chosen)) - (f32(policy_rejected) - f32(ref_rejected))
+  if loss_type == "ipo":
+    return jnp.square(h - 1.0 / (2.0 * beta))
+  losses = -jax.nn.log_sigmoid(beta * h)
+  if label_smoothing:
+    losses = (1.0 - label_smoothing) * losses - label_smoothing * jax.nn.log_sigmoid(-beta * h)
+  return losses
+
+
+def implicit_rewards(policy_chosen: jax.Array, policy_rejected: jax.Array, ref_chosen: jax.Array,
+                     ref_rejected: jax.Array, *, beta: float) -> dict:
+  """{"reward_chosen", "reward_rejected", "margin", "correct"}, each [B] float32, from summed log-probs.
+  Reported, not optimised: no gradient flows through them."""
+  f32 = lambda x: jax.lax.stop_gradient(jnp.asarray(x, jnp.float32))
+  reward_c = beta * (f32(policy_chosen) - f32(ref_chosen))
+  reward_r = beta * (f32(policy_rejected) - f32(ref_rejected))
+  return {"reward_chosen": reward_c, "reward_rejected": reward_r, "margin": reward_c - reward_r,
+          "correct": (reward_c > reward_r).astype(jnp.float32)}

@@ -28,7 +28,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 
-from telugu_jax.dpo.loss import LOSS_TYPES, preference_losses, sequence_logps, token_kl
+from telugu_jax.dpo.loss import LOSS_TYPES, implicit_rewards, preference_losses, sequence_logps, token_kl
 from telugu_jax.model.lora import join_variables
 from telugu_jax.train.step import Objective
 
@@ -94,16 +94,18 @@ def pair_outputs(model, cfg: DPOConfig, trainable: Mapping, frozen: Mapping, bat
     ref_logits = jax.lax.stop_gradient(_forward(ref_model, ref_vars, rows, deterministic=True, rng=None))
     ref_logps, _ = sequence_logps(ref_logits, rows["targets"], rows["loss_mask"])
 
-  if cfg.loss_type == "ipo":  # TRL's IPO: per-token averages (see loss.py)
+  if cfg.loss_type == "ipo":  # TRL's IPO: per-token averages inside the loss (see loss.py)
     safe = jnp.maximum(counts, 1.0)
     pol, ref = logps / safe, ref_logps / safe
   else:
     pol, ref = logps, ref_logps
   pol, ref, n_bt = pol.reshape(b, 2), ref.reshape(b, 2), counts.reshape(b, 2)
-  losses, per_pair = preference_losses(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], beta=cfg.beta,
-                                       loss_type=cfg.loss_type, label_smoothing=cfg.label_smoothing)
-  logps_bt = jax.lax.stop_gradient(logps.reshape(b, 2))
-  out = {"loss": losses, **per_pair, "valid": ((n_bt[:, 0] > 0) & (n_bt[:, 1] > 0)).astype(jnp.float32),
+  losses = preference_losses(pol[:, 0], pol[:, 1], ref[:, 0], ref[:, 1], beta=cfg.beta, loss_type=cfg.loss_type,
+                             label_smoothing=cfg.label_smoothing)
+  logps_bt, ref_bt = logps.reshape(b, 2), ref_logps.reshape(b, 2)
+  rewards = implicit_rewards(logps_bt[:, 0], logps_bt[:, 1], ref_bt[:, 0], ref_bt[:, 1], beta=cfg.beta)
+  logps_bt = jax.lax.stop_gradient(logps_bt)
+  out = {"loss": losses, **rewards, "valid": ((n_bt[:, 0] > 0) & (n_bt[:, 1] > 0)).astype(jnp.float32),
          "logps_chosen": logps_bt[:, 0], "logps_rejected": logps_bt[:, 1], "tokens": n_bt.sum(axis=1)}
   if ref_logits is not None:
     kl_bt = token_kl(jax.lax.stop_gradient(logits), ref_logits) * rows["loss_mask"].astype(jnp.float32)

@@ -14,11 +14,14 @@ The formulas, as the papers state them (h below is the same quantity in all thre
       L_IPO(pi) = E_{(y_w, y_l, x) ~ D} [ ( h_pi(y_w, y_l, x) - tau^{-1} / 2 )^2 ],
       h_pi(y, y', x) = log( pi(y|x) pi_ref(y'|x) / ( pi(y'|x) pi_ref(y|x) ) )
 
-TRL (`DPOTrainer.dpo_loss`) defines logits = (pi_c - pi_r) - (ref_c - ref_r) = h and uses
-  sigmoid: -logsigmoid(beta * logits) * (1 - label_smoothing) - logsigmoid(-beta * logits) * label_smoothing
-  ipo:     (logits - 1 / (2 * beta)) ** 2     (beta plays tau; the log-probs are per-token averages)
-with rewards beta * (pi - ref) and reward accuracy (chosen_rewards > rejected_rewards). The torch code below
-is written from these formulas, not from our implementation.
+TRL's `DPOTrainer` (read in v1.16 and in 0.x) takes delta = (pi_c - ref_c) - (pi_r - ref_r) = h from log-probs
+summed over the completion and uses
+  sigmoid: -logsigmoid(beta * delta)   (0.x: * (1 - label_smoothing) - logsigmoid(-beta * delta) * label_smoothing)
+  ipo:     (delta_avg - 1 / (2 * beta)) ** 2, delta_avg with each log-ratio divided by its completion length
+with rewards beta * (pi - ref) from the summed log-probs and reward accuracy (chosen_rewards > rejected_rewards).
+The torch code below is written from these formulas, not from our implementation. (A one-off check against
+TRL 1.16 itself, with a stand-in model returning fixed per-token log-probs, agreed to float32 rounding on
+the sigmoid and IPO losses and on reward accuracy and margin; TRL is not a dependency, so it is not a test.)
 """
 
 import jax
@@ -28,7 +31,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from telugu_jax.dpo.loss import preference_losses, sequence_logps, token_kl
+from telugu_jax.dpo.loss import implicit_rewards, preference_losses, sequence_logps, token_kl
 
 B = 12
 
@@ -64,8 +67,7 @@ def test_loss_and_gradient_match_torch(loss_type, beta, eps):
     pc, pr, rc, rr = (x / 30 for x in (pc, pr, rc, rr))
 
   def mean_loss(pc, pr, rc, rr):
-    losses, _ = preference_losses(pc, pr, rc, rr, beta=beta, loss_type=loss_type, label_smoothing=eps)
-    return jnp.mean(losses)
+    return jnp.mean(preference_losses(pc, pr, rc, rr, beta=beta, loss_type=loss_type, label_smoothing=eps))
 
   value, grads = jax.value_and_grad(mean_loss, argnums=(0, 1, 2, 3))(pc, pr, rc, rr)
   ref_value, *ref_grads = torch_reference(pc, pr, rc, rr, beta, loss_type, eps)
@@ -78,7 +80,7 @@ def test_loss_and_gradient_match_torch(loss_type, beta, eps):
 def test_rewards_margin_accuracy_match_definitions():
   pc, pr, rc, rr = fixed_logps(1)
   beta = 0.2
-  _, stats = preference_losses(pc, pr, rc, rr, beta=beta)
+  stats = implicit_rewards(pc, pr, rc, rr, beta=beta)
   rwc, rwr = beta * (pc.astype(np.float64) - rc), beta * (pr.astype(np.float64) - rr)
   np.testing.assert_allclose(stats["reward_chosen"], rwc, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(stats["reward_rejected"], rwr, rtol=1e-5, atol=1e-5)
@@ -86,13 +88,14 @@ def test_rewards_margin_accuracy_match_definitions():
   np.testing.assert_array_equal(stats["correct"], (rwc > rwr).astype(np.float32))
   assert 0 < stats["correct"].sum() < B  # both outcomes occur in the fixture
   # Rewards are reported, not optimised: no gradient flows through them.
-  g = jax.grad(lambda p: preference_losses(p, pr, rc, rr, beta=beta)[1]["margin"].sum())(pc)
+  g = jax.grad(lambda p: implicit_rewards(p, pr, rc, rr, beta=beta)["margin"].sum())(pc)
   assert float(jnp.abs(g).max()) == 0.0
 
 
 def test_policy_equal_reference_gives_log_2_exactly():
   pc, pr, _, _ = fixed_logps(2)
-  losses, stats = preference_losses(pc, pr, pc, pr, beta=0.1)
+  losses = preference_losses(pc, pr, pc, pr, beta=0.1)
+  stats = implicit_rewards(pc, pr, pc, pr, beta=0.1)
   assert np.all(np.asarray(losses) == np.float32(np.log(2.0)))
   assert np.all(np.asarray(stats["correct"]) == 0) and np.all(np.asarray(stats["margin"]) == 0)
 

@@ -88,7 +88,7 @@ def test_one_forward_pass_loss_and_gradient(loss_type, smoothing):
   chex.assert_trees_all_close(grads, expected_grads, rtol=2e-4, atol=1e-6)
   assert float(stats["pairs"]) == valid.sum() == 3  # the padding pair counts for nothing
   assert float(stats["response_tokens"]) == n[valid].sum()
-  rewards = beta * (np.asarray(pol) - ref.numpy()) / scale
+  rewards = beta * (np.asarray(pol) - ref.numpy())  # from summed log-probs for IPO too (as TRL)
   np.testing.assert_allclose(float(stats["margin"]), (rewards[:, 0] - rewards[:, 1])[valid].sum(), rtol=1e-4)
 
 
