@@ -159,7 +159,7 @@ def cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
   return (text[:min(hits)], True) if hits else (text, False)
 
 
-def _holdback(text: str, stop_strings: Sequence[str]) -> int:
+def holdback(text: str, stop_strings: Sequence[str]) -> int:
   """How many trailing characters of `text` may not be streamed yet: a partial stop string, or an
   incomplete UTF-8 sequence (decoded as U+FFFD until its last byte arrives)."""
   n = 0
@@ -197,7 +197,7 @@ class _HostRows:
       stop[r] = hit
       self.finished[r] = final
       if self.stream is not None:
-        end = len(text) if final else len(text) - _holdback(text, self.stops)
+        end = len(text) if final else len(text) - holdback(text, self.stops)
         if end > self.streamed[r]:
           self.stream(r, text[self.streamed[r]:end])
           self.streamed[r] = end

@@ -36,7 +36,7 @@ import numpy as np
 
 from telugu_jax.chat import clean_answer
 from telugu_jax.chat_format import ChatFormat, ChatTemplate, neutralise_markers
-from telugu_jax.generate import Generator, SamplingConfig, _holdback, cut_at_stop
+from telugu_jax.generate import Generator, SamplingConfig, cut_at_stop, holdback
 
 MAX_WINDOWS = 5
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "cancelled"}
@@ -91,7 +91,7 @@ def pow2_at_least(n: int, floor: int = 1) -> int:
 def streamable(raw: str, stops: Sequence[str], template: ChatTemplate) -> str:
   """The part of the raw generated text that is final whatever comes next, cleaned as `clean_answer`
   cleans the whole answer: a prefix of `clean_answer(raw + anything)`."""
-  visible = raw[:len(raw) - _holdback(raw, stops)]
+  visible = raw[:len(raw) - holdback(raw, stops)]
   cut = visible.rfind(template.turn_sep)
   line = visible[cut + len(template.turn_sep):] if cut >= 0 else visible
   head = line.lstrip().casefold()
