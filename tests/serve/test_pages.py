@@ -7,9 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
-import subprocess
 
 import httpx
 import pytest
@@ -17,34 +14,12 @@ import pytest
 from telugu_jax.serve.app import create_app
 from telugu_jax.serve.engine import Engine
 from telugu_jax.serve.ratings import RatingStore
+from tests import browser as browser_lib
 
 from .conftest import LiveServer
 from .test_ratings import ANSWERS, kit_sheet
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
-APT_PACKAGES = ("chromium", "chromium-driver")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1200,900")
-
-
-def ensure_chromium() -> None:
-  """Install Debian's Chromium and its driver when missing; skip with the reason when that cannot be done."""
-  if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
-    return
-  how = f"apt-get install {' '.join(APT_PACKAGES)}"
-  if shutil.which("apt-get") is None or os.geteuid() != 0:
-    pytest.skip(f"headless Chromium is missing and this test cannot install it (needs root and apt-get): run `{how}`")
-  env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-  for cmd in (["apt-get", "update", "-qq"],
-              ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *APT_PACKAGES]):
-    try:
-      done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-    except subprocess.TimeoutExpired:
-      pytest.skip(f"`{' '.join(cmd)}` timed out: install the browser with `{how}`")
-    if done.returncode != 0:
-      pytest.skip(f"could not install Chromium (`{' '.join(cmd)}` failed: {done.stderr.strip()[-300:]}): run `{how}`")
-  if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-    pytest.skip(f"{how} ran but {CHROMIUM} or {CHROMEDRIVER} is still missing")
+FLAGS = (*browser_lib.FLAGS, "--window-size=1200,900")
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +27,13 @@ def browser(tmp_path_factory):
   webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (the test extra lists it)")
   from selenium.webdriver.chrome.service import Service
 
-  ensure_chromium()
+  browser_lib.ensure_chromium()
   options = webdriver.ChromeOptions()
-  options.binary_location = CHROMIUM
+  options.binary_location = browser_lib.CHROMIUM
   for flag in FLAGS:
     options.add_argument(flag)
   options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-  driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
+  driver = webdriver.Chrome(options=options, service=Service(executable_path=browser_lib.CHROMEDRIVER))
   driver.set_page_load_timeout(60)
   yield driver
   driver.quit()
