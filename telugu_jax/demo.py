@@ -46,17 +46,34 @@ def in_validation(key: str, fraction: float) -> bool:
   return h / 0xFFFFFFFF < fraction
 
 
+def _group(texts: list[str], chars: int) -> list[str]:
+  """Join consecutive texts (one per line) into documents of about `chars` characters."""
+  docs, cur = [], []
+  for t in texts:
+    cur.append(t.replace("\n\n", "\n"))
+    if sum(len(x) for x in cur) >= chars:
+      docs.append("\n".join(cur))
+      cur = []
+  if cur:
+    docs.append("\n".join(cur))
+  return docs
+
+
 def prepare_data(workdir: str, val_fraction: float = 0.1) -> dict[str, str]:
   """Write the SFT split and the pretraining text. Held-out conversations stay out of both trainings."""
   convs = bundled_conversations()
   train = [c for c in convs if not in_validation(c.id, val_fraction)]
   val = [c for c in convs if in_validation(c.id, val_fraction)]
   paras = bundled_prose()
-  text_train = [p for i, p in enumerate(paras) if not in_validation(f"prose-{i}", val_fraction)]
-  text_val = [p for i, p in enumerate(paras) if in_validation(f"prose-{i}", val_fraction)]
+  # Pretraining documents are ~1500-character runs of paragraphs, as in a real corpus where <eos> comes
+  # at the end of long documents: a base that saw <eos> after every short paragraph or answer would
+  # already "stop" after one, and SFT would have nothing to teach about ending an answer.
+  docs = _group(paras, 1500)
+  text_train = [d for i, d in enumerate(docs) if not in_validation(f"prose-{i}", val_fraction)]
+  text_val = [d for i, d in enumerate(docs) if in_validation(f"prose-{i}", val_fraction)]
   # The base also reads the training conversations as plain text (no chat markers): it should know the
   # language of the answers, not the format, which is what SFT teaches.
-  text_train += ["\n".join(t.content for t in c.turns) for c in train]
+  text_train += _group(["\n".join(t.content for t in c.turns) for c in train], 1500)
   paths = {"train": os.path.join(workdir, "data", "train.jsonl"), "val": os.path.join(workdir, "data", "val.jsonl"),
            "text_train": os.path.join(workdir, "text", "train.txt"),
            "text_val": os.path.join(workdir, "text", "val.txt")}
@@ -65,7 +82,7 @@ def prepare_data(workdir: str, val_fraction: float = 0.1) -> dict[str, str]:
   for key, docs in (("text_train", text_train), ("text_val", text_val)):
     os.makedirs(os.path.dirname(paths[key]), exist_ok=True)
     with open(paths[key], "w", encoding="utf-8") as f:
-      f.write("\n\n".join(d.replace("\n\n", "\n") for d in docs) + "\n")
+      f.write("\n\n".join(docs) + "\n")
   return paths
 
 
