@@ -136,44 +136,47 @@ def pretrain_config(workdir: str, paths: dict, tokenizer_dir: str, preset: str, 
   return c
 
 
-def print_samples(base_dir: str, sft_dir: str, val_path: str, n: int = 4, max_new_tokens: int = 48) -> list[dict]:
-  from telugu_jax.chat_format import ChatFormat
-  from telugu_jax.generate import Generator, SamplingConfig
-  from telugu_jax.model.io import load_model
+def evaluate_demo(workdir: str, base: str, sft: str, paths: dict, per_category: int, heldout: int) -> dict:
+  """The base-vs-SFT evaluation (telugu_jax.evaluate, configs/eval.py) on a few questions of each category
+  and held-out prompts: perplexities, compliance, fidelity, chrF++, and the HTML report."""
+  from telugu_jax.evaluate.run import run as evaluate
 
-  val = read_jsonl(val_path)
-  picked, seen = [], set()
-  for c in val:  # one per category first
-    cat = c.meta.get("category")
-    if cat not in seen:
-      picked.append(c)
-      seen.add(cat)
-  picked = picked[:n]
-  rows = []
-  outputs = {}
-  for name, path in (("base", base_dir), ("sft", sft_dir)):
-    loaded = load_model(path)
-    fmt = ChatFormat(loaded.tokenizer)
-    gen = Generator.from_loaded(loaded)
-    prompts = [fmt.encode_prompt(c.turns[:1]) for c in picked]
-    outs = gen.generate(prompts, SamplingConfig(max_new_tokens=max_new_tokens), stop_strings=fmt.template.stop_strings)
-    outputs[name] = outs
-  for i, c in enumerate(picked):
-    rows.append({"category": c.meta.get("category"), "prompt": c.turns[0].content,
-                 "reference": c.turns[1].content, "base": outputs["base"][i].text.strip(),
-                 "base_finish": outputs["base"][i].finish_reason, "sft": outputs["sft"][i].text.strip(),
-                 "sft_finish": outputs["sft"][i].finish_reason})
+  ev = load_config("eval")
+  ev.systems = {"base": base, "sft-lora": sft}
+  ev.output = os.path.join(workdir, "eval")
+  ev.data.heldout, ev.data.prose = paths["val"], paths["text_val"]
+  ev.questions.per_category = per_category
+  ev.heldout_answers.limit = heldout
+  ev.generation.max_new_tokens = 64
+  return evaluate(ev)
+
+
+def print_samples(workdir: str, n: int) -> None:
+  """A few answers of both systems side by side, from the evaluation's answers.jsonl."""
+  rows = [json.loads(line) for line in open(os.path.join(workdir, "eval", "answers.jsonl"), encoding="utf-8")]
+  by_id: dict = {}
   for r in rows:
-    print(f"\n[{r['category']}] user: {r['prompt'][:160]}")
-    print(f"  base ({r['base_finish']}): {r['base'][:200]}")
-    print(f"  sft  ({r['sft_finish']}): {r['sft'][:200]}")
-    print(f"  reference: {r['reference'][:200]}")
-  return rows
+    if r["set"] == "questions":
+      by_id.setdefault(r["id"], {})[r["system"]] = r
+  shown, seen = 0, set()
+  for pair in by_id.values():
+    base, sft = pair.get("base"), pair.get("sft-lora")
+    if not base or not sft or base["category"] in seen or shown >= n:
+      continue
+    seen.add(base["category"])
+    shown += 1
+    print(f"\n[{base['category']}] user: {base['prompt'][:160]}")
+    print(f"  base ({base.get('finish_reason')}): {base['text'][:200]}")
+    print(f"  sft  ({sft.get('finish_reason')}): {sft['text'][:200]}")
+    if base.get("reference"):
+      print(f"  reference: {base['reference'][:200]}")
 
 
 def run(workdir: str = "runs/demo", *, preset: str = "demo", vocab_size: int = 2048, pretrain_steps: int = 300,
         pretrain_seq_len: int = 256, pretrain_batch: int = 16, sft_config: str = "demo", sft_overrides=None,
-        samples: int = 4) -> dict:
+        report_questions: int = 2, samples: int = 4) -> dict:
+  """The whole demo. `report_questions` questions per category go into the evaluation report (0: only
+  perplexity, as the test suite's smoke run does); `samples` answers are printed."""
   from telugu_jax.evaluate.perplexity import perplexity
   from telugu_jax.model.io import is_model_dir, load_model, resolve_model_dir
   from telugu_jax.train.loop import train_and_evaluate
@@ -204,15 +207,23 @@ def run(workdir: str = "runs/demo", *, preset: str = "demo", vocab_size: int = 2
   result = train_and_evaluate(c)
   print(f"sft: {result.model_dir}")
 
-  seq = c.data.max_seq_len
-  base_ppl = perplexity(load_model(base_run), [paths["val"]], max_seq_len=seq)
-  sft_ppl = perplexity(load_model(result.model_dir), [paths["val"]], max_seq_len=seq)
-  print(f"\nassistant-token perplexity on {paths['val']} ({sft_ppl.tokens} tokens): "
-        f"base {base_ppl.ppl:.2f} -> SFT {sft_ppl.ppl:.2f}")
-  rows = print_samples(base_run, result.model_dir, paths["val"], n=samples) if samples else []
+  if report_questions:
+    results = evaluate_demo(workdir, base_run, result.model_dir, paths, report_questions, report_questions * 2)
+    base_ppl, sft_ppl = (results["systems"][n]["perplexity"]["heldout"] for n in ("base", "sft-lora"))
+    comp = {n: results["systems"][n]["questions"]["overall"]["compliance"] for n in ("base", "sft-lora")}
+    print_samples(workdir, samples)
+    print(f"\nformat compliance on {results['sets']['questions']['n']} questions (answer ends with <eos>, no "
+          f"invented turn): base {comp['base']:.0f}% -> SFT {comp['sft-lora']:.0f}%")
+    print(f"report: {os.path.join(workdir, 'eval', 'report.html')}")
+  else:
+    seq = c.data.max_seq_len
+    base_ppl = perplexity(load_model(base_run), [paths["val"]], max_seq_len=seq).to_dict()
+    sft_ppl = perplexity(load_model(result.model_dir), [paths["val"]], max_seq_len=seq).to_dict()
+  print(f"assistant-token perplexity on {paths['val']} ({sft_ppl['tokens']} tokens): "
+        f"base {base_ppl['ppl']:.2f} -> SFT {sft_ppl['ppl']:.2f}")
   summary = {"workdir": workdir, "tokenizer": os.path.join(workdir, "tokenizer"), "base": resolve_model_dir(base_run),
-             "sft": result.model_dir, "base_ppl": base_ppl.to_dict(), "sft_ppl": sft_ppl.to_dict(),
-             "samples": rows, "seconds": round(time.time() - t0, 1)}
+             "sft": result.model_dir, "base_ppl": base_ppl, "sft_ppl": sft_ppl,
+             "seconds": round(time.time() - t0, 1)}
   with open(os.path.join(workdir, "summary.json"), "w") as f:
     json.dump(summary, f, ensure_ascii=False, indent=1)
   print(f"\ndone in {summary['seconds']:.0f}s. Next:\n"

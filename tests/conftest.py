@@ -80,4 +80,4 @@ def smoke_run(tmp_path_factory):
 
   workdir = tmp_path_factory.mktemp("smoke")
   return demo.run(str(workdir), preset="smoke", vocab_size=512, pretrain_steps=40, pretrain_seq_len=128,
-                  pretrain_batch=8, sft_config="smoke", samples=0)
+                  pretrain_batch=8, sft_config="smoke", report_questions=0, samples=0)

@@ -16,9 +16,9 @@ from telugu_jax.generate import (
   Generator,
   SamplingConfig,
   _generate_device,
-  _holdback,
   _mode,
   cut_at_stop,
+  holdback,
   process_logits,
   sampling_knobs,
 )
@@ -223,9 +223,9 @@ def test_process_logits_matches_transformers(kw):
 def test_stop_text_helpers():
   assert cut_at_stop("సరే.\nuser: hi\nuser:", ["\nuser:"]) == ("సరే.", True)
   assert cut_at_stop("సరే.", ["\nuser:"]) == ("సరే.", False)
-  assert _holdback("సరే.\nus", ["\nuser:"]) == 3
-  assert _holdback("సరే.", ["\nuser:"]) == 0
-  assert _holdback("ab\ufffd\ufffd", []) == 2
+  assert holdback("సరే.\nus", ["\nuser:"]) == 3
+  assert holdback("సరే.", ["\nuser:"]) == 0
+  assert holdback("ab\ufffd\ufffd", []) == 2
 
 
 # ---- a scripted model: greedy output known by construction --------------------------------------------------

@@ -8,7 +8,6 @@ import pytest
 from tests.browser import ensure_chromium
 
 
-
 @pytest.fixture(scope="session")
 def chromium():
   return ensure_chromium()
