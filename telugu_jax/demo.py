@@ -172,7 +172,7 @@ def print_samples(workdir: str, n: int) -> None:
       print(f"  reference: {base['reference'][:200]}")
 
 
-def run(workdir: str = "runs/demo", *, preset: str = "demo", vocab_size: int = 2048, pretrain_steps: int = 300,
+def run(workdir: str = "runs/demo", *, preset: str = "demo", vocab_size: int = 2048, pretrain_steps: int = 160,
         pretrain_seq_len: int = 256, pretrain_batch: int = 16, sft_config: str = "demo", sft_overrides=None,
         report_questions: int = 2, samples: int = 4) -> dict:
   """The whole demo. `report_questions` questions per category go into the evaluation report (0: only
@@ -235,7 +235,7 @@ def run(workdir: str = "runs/demo", *, preset: str = "demo", vocab_size: int = 2
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", default="runs/demo")
-  p.add_argument("--pretrain-steps", type=int, default=300)
+  p.add_argument("--pretrain-steps", type=int, default=160)
   args = p.parse_args(argv)
   run(args.workdir, pretrain_steps=args.pretrain_steps)
 
