@@ -165,11 +165,14 @@ def print_samples(workdir: str, n: int) -> None:
       continue
     seen.add(base["category"])
     shown += 1
-    print(f"\n[{base['category']}] user: {base['prompt'][:160]}")
-    print(f"  base ({base.get('finish_reason')}): {base['text'][:200]}")
-    print(f"  sft  ({sft.get('finish_reason')}): {sft['text'][:200]}")
+    def line(text: str) -> str:  # one line per answer: a looping model's newlines would flood the screen
+      return text.replace("\n", " ⏎ ")[:160]
+
+    print(f"\n[{base['category']}] user: {line(base['prompt'])}")
+    print(f"  base ({base.get('finish_reason')}): {line(base['text'])}")
+    print(f"  sft  ({sft.get('finish_reason')}): {line(sft['text'])}")
     if base.get("reference"):
-      print(f"  reference: {base['reference'][:200]}")
+      print(f"  reference: {line(base['reference'])}")
 
 
 def run(workdir: str = "runs/demo", *, preset: str = "demo", vocab_size: int = 2048, pretrain_steps: int = 160,
