@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from telugu_jax.chat_format import DEFAULT_TEMPLATE, ChatTemplate
-from telugu_jax.data.records import Conversation, Turn, iter_jsonl
+from telugu_jax.data.records import Conversation, Turn
 from telugu_jax.data.stage import Stage, cached, hash_files
 from telugu_jax.data.translate.protect import strip_protected
 
@@ -223,22 +223,15 @@ def normalise(conv: Conversation) -> Conversation:
 
 
 def clean_into(stage: Stage, paths: Sequence[str], cfg: CleanConfig = CleanConfig()) -> None:
-  for path in paths:
-    def bad_line(err, line):
-      if stage.done(err.where):  # rejected by the run that was killed
-        return
-      stage.count_in()
-      stage.reject("malformed", raw=line.rstrip("\n"), where=err.where, detail=str(err), key=err.where)
-
-    for conv in iter_jsonl(path, on_error=bad_line):
-      if stage.done(conv.id):
-        continue
-      stage.count_in()
-      conv = normalise(conv)
-      if problem := check(conv, cfg):
-        stage.reject(problem[0], record=conv, detail=problem[1])
-      else:
-        stage.keep(conv)
+  for conv in stage.read(paths):
+    if stage.done(conv.id):
+      continue
+    stage.count_in()
+    conv = normalise(conv)
+    if problem := check(conv, cfg):
+      stage.reject(problem[0], record=conv, detail=problem[1])
+    else:
+      stage.keep(conv)
 
 
 def run_clean(paths: Sequence[str], out_dir: str, cfg: CleanConfig = CleanConfig(), *, resume: bool = True,

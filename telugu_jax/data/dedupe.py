@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from telugu_jax.data.records import Conversation, iter_jsonl
+from telugu_jax.data.records import Conversation
 from telugu_jax.data.stage import Stage, cached, hash_files
 
 
@@ -101,14 +101,9 @@ def _rank(conv: Conversation, prefer: Sequence[str]) -> tuple:
 
 def dedupe_into(stage: Stage, paths: Sequence[str], cfg: DedupeConfig = DedupeConfig()) -> None:
   records: list[Conversation] = []
-  for path in paths:
-    def bad_line(err, line):
-      stage.count_in()
-      stage.reject("malformed", raw=line.rstrip("\n"), where=err.where, detail=str(err))
-
-    for conv in iter_jsonl(path, on_error=bad_line):
-      stage.count_in()
-      records.append(conv)
+  for conv in stage.read(paths):
+    stage.count_in()
+    records.append(conv)
   records.sort(key=lambda c: _rank(c, cfg.prefer_sources))
 
   exact: dict[str, str] = {}

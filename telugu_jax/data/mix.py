@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from telugu_jax.data.clean import TRANSLATION_TASK
-from telugu_jax.data.records import Conversation, iter_jsonl, write_jsonl
+from telugu_jax.data.records import Conversation, write_jsonl
 from telugu_jax.data.stage import Stage, cached, hash_files, load_summary
 
 TYPES = ("question", "command", "creative", "summarisation", "translation", "conversation", "other")
@@ -106,15 +106,10 @@ def split_of(conv: Conversation, cfg: MixConfig) -> str:
 
 def mix_into(stage: Stage, paths: Sequence[str], cfg: MixConfig) -> list[Conversation]:
   by_source: dict[str, list[Conversation]] = defaultdict(list)
-  for path in paths:
-    def bad_line(err, line):
-      stage.count_in()
-      stage.reject("malformed", raw=line.rstrip("\n"), where=err.where, detail=str(err))
-
-    for conv in iter_jsonl(path, on_error=bad_line):
-      stage.count_in()
-      conv = dataclasses.replace(conv, meta={**conv.meta, "type": tag(conv)})
-      by_source[conv.source].append(conv)
+  for conv in stage.read(paths):
+    stage.count_in()
+    conv = dataclasses.replace(conv, meta={**conv.meta, "type": tag(conv)})
+    by_source[conv.source].append(conv)
   quota = {s: round(cfg.weights.get(s, cfg.default_weight) * len(rs)) for s, rs in by_source.items()}
   target = sum(quota.values())
   if cfg.total is not None and target > cfg.total:

@@ -25,10 +25,10 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from telugu_jax.data.records import Conversation
+from telugu_jax.data.records import Conversation, iter_jsonl
 
 RECORDS, REJECTED, SUMMARY = "records.jsonl", "rejected.jsonl", "summary.json"
 
@@ -173,6 +173,18 @@ class Stage:
   def done(self, key: str) -> bool:
     """True when a previous (killed) run already kept or rejected the input with this key."""
     return key in self._done
+
+  def read(self, paths: Sequence[str | os.PathLike]) -> Iterator[Conversation]:
+    """The conversations of `paths`, in order. A malformed line is counted in and rejected here (reason
+    `malformed`, with file:line), once even across a resumed run; callers count in what they receive."""
+    for path in paths:
+      def bad_line(err, line):
+        if self.done(err.where):  # rejected by the run that was killed
+          return
+        self.count_in()
+        self.reject("malformed", raw=line.rstrip("\n"), where=err.where, detail=str(err), key=err.where)
+
+      yield from iter_jsonl(path, on_error=bad_line)
 
   def count_in(self, n: int = 1) -> None:
     self.n_in += n

@@ -20,7 +20,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from telugu_jax.data.records import Conversation, Turn, iter_jsonl
+from telugu_jax.data.records import Conversation, Turn
 from telugu_jax.data.stage import Stage, cached, hash_files, load_summary
 from telugu_jax.data.translate.backend import Backend, OpenAIBackend
 from telugu_jax.data.translate.cache import TranslationCache, cache_key
@@ -148,14 +148,7 @@ def make_backend(c: Any) -> Backend:
 
 def translate_into(stage: Stage, paths: Sequence[str], translator: Translator, chunk: int = 64) -> None:
   def records():
-    for path in paths:
-      def bad_line(err, line):
-        if stage.done(err.where):  # rejected by the run that was killed
-          return
-        stage.count_in()
-        stage.reject("malformed", raw=line.rstrip("\n"), where=err.where, detail=str(err), key=err.where)
-
-      yield from iter_jsonl(path, on_error=bad_line)
+    yield from stage.read(paths)
 
   batch: list[Conversation] = []
 
