@@ -241,8 +241,9 @@ def train_and_evaluate(config, *, log_to_console: bool = True, task: Task | None
           bad_evals += 1
       if t.sample_every and (step % t.sample_every == 0 or step == total_steps):
         write_samples(workdir, step, state, model_cfg, lora_cfg, tokenizer, list(t.sample_prompts), logger)
+      # Orbax reads the sharded jax.Arrays directly: each host writes its own shards, nothing is gathered.
       if step % t.save_every == 0 or step == total_steps or (t.patience and bad_evals >= t.patience):
-        ckpts.save(step, _to_host_state(state), data_iter.get_state(), metrics=val_metrics, force=True)
+        ckpts.save(step, state, data_iter.get_state(), metrics=val_metrics, force=True)
       if t.patience and bad_evals >= t.patience:
         logger.info(f"early stop at step {step}: val loss has not improved for {bad_evals} evaluations")
         break
@@ -286,10 +287,6 @@ def write_samples(workdir, step, state: TrainState, model_cfg, lora_cfg, tokeniz
       f.write(json.dumps({"step": step, "prompt": p, "answer": o.text.strip(), "finish_reason": o.finish_reason},
                          ensure_ascii=False) + "\n")
       logger.info(f"  [{step}] {p} -> {o.text.strip()[:120]} ({o.finish_reason})")
-
-
-def _to_host_state(state: TrainState) -> TrainState:
-  return state  # Orbax reads sharded jax.Arrays directly (each host writes its own shards)
 
 
 def _check_shapes(variables: dict, abstract: dict) -> None:
