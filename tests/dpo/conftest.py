@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from tests.data.conftest import fake_openai  # noqa: F401 - the data tests' loopback server, for the judge
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DPO_STEPS = 20
 BETA = 0.3
@@ -40,19 +42,3 @@ def smoke_dpo(smoke_run, demo_prefs, tmp_path_factory):
   out = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   return {"workdir": str(workdir), "model": str(workdir / "model"), "stdout": out.stdout, "beta": BETA}
-
-
-@pytest.fixture
-def fake_openai():
-  """A real OpenAI-compatible HTTP server on loopback (the data pipeline tests' FakeOpenAI), for the judge."""
-  from tests.data.conftest import FakeOpenAI
-
-  servers = []
-
-  def start(answer):
-    servers.append(FakeOpenAI(answer))
-    return servers[-1]
-
-  yield start
-  for s in servers:
-    s.close()
