@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from telugu_jax.data.readers.common import make
-from telugu_jax.data.readers.files import BadRow, iter_rows
+from telugu_jax.data.readers.files import BadRow, file_format, iter_rows, row_id
 from telugu_jax.data.records import RecordError, Turn
 from telugu_jax.data.stage import Stage, cached, hash_files
 
@@ -217,15 +217,8 @@ def read_into(stage: Stage, paths: Sequence[str], fmt: str = "auto", source: str
   seen: dict[str, int] = {}
   for k, path in enumerate(paths):
     src = source or os.path.basename(os.fspath(path).rstrip("/")).split(".")[0]
-    this_fmt = fmt
-    if fmt == "auto":
-      first = next(((w, r) for w, r in iter_rows(path, split=split) if not isinstance(r, BadRow)), None)
-      if first is None:
-        this_fmt = "pairs"  # only bad rows: rejected one by one below
-      elif (this_fmt := detect_format(first[1])) is None:
-        keys = sorted(first[1])[:10] if isinstance(first[1], dict) else type(first[1]).__name__
-        raise ValueError(f"{first[0]}: cannot tell the preference format from the first row ({keys}); pass "
-                         f"--format (one of {FORMATS[1:]})")
+    this_fmt = file_format(path, fmt, detect_format, FORMATS[1:], split=split, empty="pairs",
+                           what="preference format")
     stage.stats.setdefault("formats", {})[os.fspath(path)] = this_fmt
     convert = CONVERTERS[this_fmt]
     for i, (where, row) in enumerate(iter_rows(path, split=split)):
@@ -233,8 +226,7 @@ def read_into(stage: Stage, paths: Sequence[str], fmt: str = "auto", source: str
       if isinstance(row, BadRow):
         stage.reject("malformed", raw=row.raw, where=where, detail=row.message)
         continue
-      nid = _native_id(row)
-      rid = f"{src}/{nid}" if nid is not None else (f"{src}/{i}" if len(paths) == 1 else f"{src}/{k}/{i}")
+      rid = row_id(src, _native_id(row), i, k, len(paths))
       if rid in seen:  # ids name rows in rejected.jsonl and splits; a repeated native id gets a suffix
         seen[rid] += 1
         rid = f"{rid}#{seen[rid]}"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from telugu_jax.data.readers import alpaca, chat, dolly, flan
-from telugu_jax.data.readers.files import BadRow, iter_rows
+from telugu_jax.data.readers.files import BadRow, file_format, iter_rows, row_id
 from telugu_jax.data.readers.oasst import read_oasst
 from telugu_jax.data.records import Conversation, RecordError
 from telugu_jax.data.stage import Stage, cached, hash_files
@@ -69,17 +69,8 @@ def read_into(stage: Stage, paths: Sequence[str], fmt: str = "auto", source: str
     raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
   for k, path in enumerate(paths):
     src = source or os.path.basename(os.fspath(path).rstrip("/")).split(".")[0]
+    this_fmt = file_format(path, fmt, detect_format, FORMATS[1:], split=split, empty="records")
     rows = iter_rows(path, split=split)
-    this_fmt = fmt
-    if fmt == "auto":
-      first = next(((w, r) for w, r in rows if not isinstance(r, BadRow)), None)
-      rows = iter_rows(path, split=split)  # start over: the first row is read again below
-      if first is None:
-        this_fmt = "records"  # only bad rows (or none): any converter rejects them all the same
-      elif (this_fmt := detect_format(first[1])) is None:
-        keys = sorted(first[1])[:10] if isinstance(first[1], dict) else type(first[1]).__name__
-        raise ValueError(f"{first[0]}: cannot tell the schema from the first row ({keys}); pass --format "
-                         f"(one of {FORMATS[1:]})")
     stage.stats.setdefault("formats", {})[os.fspath(path)] = this_fmt
     if this_fmt == "oasst":
       read_oasst(rows, stage, src, all_paths=all_paths, langs=tuple(langs))
@@ -91,8 +82,7 @@ def read_into(stage: Stage, paths: Sequence[str], fmt: str = "auto", source: str
       if isinstance(row, BadRow):
         stage.reject("malformed", raw=row.raw, where=where, detail=row.message)
         continue
-      nid = _native_id(row)
-      rid = f"{src}/{nid}" if nid is not None else (f"{src}/{i}" if len(paths) == 1 else f"{src}/{k}/{i}")
+      rid = row_id(src, _native_id(row), i, k, len(paths))
       try:
         conv = convert(row, where, rid, src, **extra)
         for j, c in enumerate(conv if isinstance(conv, list) else [conv]):

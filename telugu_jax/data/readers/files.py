@@ -11,7 +11,7 @@ import dataclasses
 import gzip
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 
@@ -118,3 +118,27 @@ def iter_rows(path: str | os.PathLike, split: str | None = None) -> Iterator[tup
   else:
     raise ValueError(f"{path}: unknown file type; expected .json, .jsonl, .parquet (optionally .gz) or a "
                      "save_to_disk directory")
+
+
+def file_format(path: str | os.PathLike, fmt: str, detect: Callable[[Any], str | None], formats: Sequence[str], *,
+                split: str | None = None, empty: str, what: str = "schema") -> str:
+  """`fmt`, or for "auto" the format `detect` sees in the file's first readable row (`empty` when the file has
+  none: its bad rows are rejected one by one by any converter). Shared by the instruction and preference readers."""
+  if fmt != "auto":
+    return fmt
+  first = next(((w, r) for w, r in iter_rows(path, split=split) if not isinstance(r, BadRow)), None)
+  if first is None:
+    return empty
+  found = detect(first[1])
+  if found is None:
+    keys = sorted(first[1])[:10] if isinstance(first[1], dict) else type(first[1]).__name__
+    raise ValueError(f"{first[0]}: cannot tell the {what} from the first row ({keys}); pass --format "
+                     f"(one of {formats})")
+  return found
+
+
+def row_id(source: str, native: str | None, index: int, file_index: int, n_files: int) -> str:
+  """A record id: the row's own id when it has one, else its position (with the file's when there are several)."""
+  if native is not None:
+    return f"{source}/{native}"
+  return f"{source}/{index}" if n_files == 1 else f"{source}/{file_index}/{index}"
