@@ -59,6 +59,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.frozen_dtype = "bfloat16"    # the frozen base in LoRA runs: half the memory
   c.train.remat = False
   c.train.z_loss = 0.0
+  c.train.attention = "xla"            # "cudnn": fused flash attention on NVIDIA GPUs (bf16; docs/benchmarks.md)
+  c.train.loss_chunk = 0               # > 0: output projection + loss this many tokens at a time (no full logits)
   c.train.seed = 0
   c.train.log_every = 10
   c.train.eval_every = 200

@@ -42,6 +42,8 @@ def add_args(parser) -> None:
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
                       help="compute dtype of both implementations")
   parser.add_argument("--no-hf", action="store_true", help="skip the Hugging Face reference")
+  parser.add_argument("--device", default="cpu", choices=("cpu", "gpu"),
+                      help="where the Hugging Face side runs (JAX uses its default backend)")
   parser.add_argument("--threads", type=int, default=0,
                       help="torch.set_num_threads(N); with 1, XLA's matmuls also run single-threaded "
                            "(--xla_cpu_multi_thread_eigen=false). 0 = both libraries' defaults. On a machine shared "
@@ -79,23 +81,28 @@ def bench_ours(config: LlamaConfig, prompts: np.ndarray, new: int, repeats: int)
   return {"prefill_s": prefill_s, "decode_s": decode_s, "compile_s": (t1 - t0) + (t2 - t1)}
 
 
-def bench_hf(config: LlamaConfig, prompts: np.ndarray, new: int, repeats: int, dtype: str) -> dict:
+def bench_hf(config: LlamaConfig, prompts: np.ndarray, new: int, repeats: int, dtype: str, device: str = "cpu") -> dict:
   import torch
   import transformers
 
   torch.manual_seed(0)
+  dev = "cuda" if device == "gpu" else "cpu"
+  sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
   model = transformers.LlamaForCausalLM(transformers.LlamaConfig(**config.to_hf(dtype=dtype))).eval()
-  model = model.to(getattr(torch, dtype))
+  model = model.to(device=dev, dtype=getattr(torch, dtype))
   model.generation_config.eos_token_id = None
-  ids = torch.tensor(prompts, dtype=torch.long)
+  ids = torch.tensor(prompts, dtype=torch.long, device=dev)
   mask = torch.ones_like(ids)
   with torch.inference_mode():
     def prefill_once(_):
-      return model(ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
+      out = model(ids, attention_mask=mask, use_cache=True, logits_to_keep=1)
+      sync()
+      return out
 
     def decode_once(cache):
       out = model.generate(ids, attention_mask=mask, past_key_values=cache, do_sample=False, max_new_tokens=new,
                            min_new_tokens=new, pad_token_id=0)
+      sync()
       assert out.shape[1] == ids.shape[1] + new
 
     base = model(ids[:, :-1], use_cache=True).past_key_values
@@ -132,7 +139,7 @@ def run(args) -> list[dict]:
              "jax_prefill_tok_s": batch * args.prompt_len / ours["prefill_s"],
              "jax_decode_tok_s": batch * args.new_tokens / ours["decode_s"], "jax_compile_s": ours["compile_s"]}
       if not args.no_hf:
-        hf = bench_hf(config, prompts, args.new_tokens, args.repeats, args.dtype)
+        hf = bench_hf(config, prompts, args.new_tokens, args.repeats, args.dtype, args.device)
         row.update({"hf_prefill_tok_s": batch * args.prompt_len / hf["prefill_s"],
                     "hf_decode_tok_s": batch * args.new_tokens / hf["decode_s"]})
         row["prefill_ratio"] = row["jax_prefill_tok_s"] / row["hf_prefill_tok_s"]

@@ -7,7 +7,11 @@ Each side runs in its own subprocess, so its peak resident memory (CPU) is its o
 steps excluded (compilation), then the median of `--steps` step times, each ended by a blocking read.
 Both sides: random weights of the named preset, rows of `--seq` tokens with a causal mask and loss on
 the second half of each row (like an answer after a prompt), AdamW (lr 1e-4, wd 0.01), fp32 on CPU.
+`--segments N` packs N examples per row (segment ids, restarting positions, loss on the second half of
+each): the JAX side then attends only within each example. The PyTorch side always runs plain causal rows
+of the same length (HF's SDPA path has no segment masking), which is less work, never more.
 tokens/s counts every input token; MFU = tokens/s x FLOPs/token (telugu_jax.train.metrics) / peak.
+GPU knobs (JAX side): `--attention cudnn` (fused flash attention), `--remat`, `--loss-chunk N`.
 """
 
 from __future__ import annotations
@@ -35,6 +39,9 @@ def add_args(p):
   p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
   p.add_argument("--dtype", default="", help="compute dtype (default float32 on cpu, bfloat16 on gpu)")
   p.add_argument("--remat", action="store_true")
+  p.add_argument("--segments", type=int, default=1, help="packed examples per row (JAX side)")
+  p.add_argument("--attention", default="xla", choices=["xla", "cudnn"])
+  p.add_argument("--loss-chunk", type=int, default=0, help="tokens per output-projection/loss chunk (0: off)")
   p.add_argument("--profile", default="", help="write a JAX profiler trace of a few steps here")
   p.add_argument("--peak-tflops", type=float, default=0.0, help="per device, for MFU on hardware not recognised")
   p.add_argument("--worker", default="", help=argparse_hidden())
@@ -50,22 +57,28 @@ def _peak_rss_mb() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _batch(vocab, b, t, seed=0):
+def _batch(vocab, b, t, seed=0, segments=1):
   import numpy as np
 
   rng = np.random.default_rng(seed)
   ids = rng.integers(3, vocab, (b, t + 1)).astype(np.int32)
-  mask = np.zeros((b, t), np.int32)
-  mask[:, t // 2:] = 1
-  return {"inputs": ids[:, :-1], "targets": ids[:, 1:], "loss_mask": mask,
-          "segment_ids": np.ones((b, t), np.int32), "positions": np.broadcast_to(np.arange(t, dtype=np.int32), (b, t))}
+  n = t // segments                       # examples of n tokens (the last one takes the remainder)
+  seg = np.minimum(np.arange(t) // n, segments - 1) + 1
+  start = (seg - 1) * n
+  pos = np.arange(t) - start
+  length = np.where(seg == segments, t - start, n)
+  mask = (pos >= length // 2).astype(np.int32)  # loss on the second half of each example
+  tile = lambda x: np.broadcast_to(x.astype(np.int32), (b, t)).copy()  # noqa: E731
+  return {"inputs": ids[:, :-1], "targets": ids[:, 1:], "loss_mask": tile(mask),
+          "segment_ids": tile(seg), "positions": tile(pos)}
 
 
 def _model_config(args):
   from telugu_jax.model import LlamaConfig
 
   dtype = args.dtype or ("bfloat16" if args.device == "gpu" else "float32")
-  return LlamaConfig.preset(args.config, dtype=dtype, remat=args.remat, max_seq_len=max(args.seq, 256))
+  return LlamaConfig.preset(args.config, dtype=dtype, remat=args.remat, max_seq_len=max(args.seq, 256),
+                            attention=args.attention)
 
 
 def worker_jax(args, mode):
@@ -79,7 +92,7 @@ def worker_jax(args, mode):
   from telugu_jax.model.lora import split_variables
   from telugu_jax.train.metrics import flops_per_token, peak_flops
   from telugu_jax.train.optim import make_optimizer
-  from telugu_jax.train.step import create_state, train_step
+  from telugu_jax.train.step import create_state, sft_objective, train_step
 
   cfg = _model_config(args)
   lcfg = LoraConfig(rank=16, alpha=32.0, targets=LORA_TARGETS) if mode == "lora" else None
@@ -92,8 +105,9 @@ def worker_jax(args, mode):
                                          b1=0.9, b2=0.999, eps=1e-8, clip_norm=1.0, decay_embeddings=False))
   tx, _ = make_optimizer(optim, 1000)
   state = create_state(trainable, frozen, tx, jax.random.PRNGKey(1))
-  step = jax.jit(functools.partial(train_step, model=model, tx=tx), donate_argnums=(0,))
-  batch = jax.device_put(_batch(cfg.vocab_size, args.batch, args.seq))
+  step = jax.jit(functools.partial(train_step, model=model, tx=tx,
+                                   objective=sft_objective(model, loss_chunk=args.loss_chunk)), donate_argnums=(0,))
+  batch = jax.device_put(_batch(cfg.vocab_size, args.batch, args.seq, segments=args.segments))
   for _ in range(args.warmup):
     state, m = step(state, batch)
   float(m["loss"])
@@ -181,7 +195,8 @@ def worker_torch(args, mode):
 
 def _spawn(args, worker: str, mode: str) -> dict:
   argv = [sys.executable, os.path.abspath(__file__), "--worker", f"{worker}:{mode}"]
-  for k in ("config", "batch", "seq", "steps", "warmup", "device", "dtype", "profile", "peak_tflops"):
+  for k in ("config", "batch", "seq", "steps", "warmup", "device", "dtype", "profile", "peak_tflops", "segments",
+            "attention", "loss_chunk"):
     v = getattr(args, k)
     if v not in ("", None):
       argv += [f"--{k.replace('_', '-')}", str(v)]
@@ -201,11 +216,13 @@ def run(args) -> list[dict]:
   modes = ["lora", "full"] if args.mode == "both" else [args.mode]
   rows = []
   for mode in modes:
+    common = {"config": args.config, "batch": args.batch, "seq": args.seq}
+    knobs = {"segments": args.segments, "attention": args.attention, "remat": args.remat, "loss_chunk": args.loss_chunk}
     jx = _spawn(args, "jax", mode)
-    rows.append({"config": args.config, "batch": args.batch, "seq": args.seq, **jx})
+    rows.append({**common, **knobs, **jx})
     if args.compare == "torch":
       th = _spawn(args, "torch", mode)
-      rows.append({"config": args.config, "batch": args.batch, "seq": args.seq, **th})
+      rows.append({**common, **th})
       rows[-2]["speedup_vs_torch"] = jx["tokens_per_s"] / th["tokens_per_s"]
   return rows
 

@@ -108,6 +108,7 @@ class DPOTask(Task):
         save_model(self.base_dir, sft.config, params=params, tokenizer=tokenizer,
                    extra={"merged_from": sft.path})
     model_cfg = sft.config.replace(dtype=config.train.dtype, remat=config.train.remat,
+                                   attention=config.train.get("attention", "xla"),
                                    max_seq_len=max(sft.config.max_seq_len, config.data.max_seq_len))
     self.model_cfg, self.params = model_cfg, params
     return model_cfg, params, tokenizer
@@ -145,9 +146,9 @@ class DPOTask(Task):
     return trainable, frozen
 
   # ---- steps and evaluation ----------------------------------------------------------------------
-  def make_steps(self, model, tx, *, accum, z_loss, schedule):
-    if z_loss:
-      raise TrainingError("train.z_loss applies to cross-entropy training; set it to 0 for DPO")
+  def make_steps(self, model, tx, *, accum, z_loss, schedule, loss_chunk=0):
+    if z_loss or loss_chunk:
+      raise TrainingError("train.z_loss and train.loss_chunk apply to cross-entropy training; set them to 0 for DPO")
     return make_steps(model, tx, accum=accum, schedule=schedule, objective=dpo_objective(model, self.dpo))
 
   def evaluate(self, p_eval, state, dataset, mesh) -> dict:

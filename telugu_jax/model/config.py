@@ -47,6 +47,9 @@ class LlamaConfig:
   param_dtype: str = "float32"
   # Rematerialise each layer's activations in the backward pass (saves memory, costs ~1/3 more FLOPs).
   remat: bool = False
+  # Attention kernel for full-sequence passes (training, prefill): "xla" (any backend) or "cudnn"
+  # (fused flash attention on NVIDIA GPUs, bf16/fp16 only). Decoding with a KV cache always uses "xla".
+  attention: str = "xla"
 
   def __post_init__(self):
     if self.n_heads % self.n_kv_heads:
@@ -54,6 +57,10 @@ class LlamaConfig:
     for field in ("dtype", "param_dtype"):
       if getattr(self, field) not in DTYPES:
         raise ValueError(f"{field}={getattr(self, field)!r}; choose one of {sorted(DTYPES)}")
+    if self.attention not in ("xla", "cudnn"):
+      raise ValueError(f"attention={self.attention!r}; choose 'xla' or 'cudnn'")
+    if self.attention == "cudnn" and self.dtype == "float32":
+      raise ValueError("attention='cudnn' runs in bfloat16 or float16 only; set dtype='bfloat16' or use attention='xla'")
 
   @property
   def compute_dtype(self):
@@ -180,7 +187,11 @@ class LlamaConfig:
 
   # ---- our own serialisation ------------------------------------------------------------------
   def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    # The attention kernel is a choice of the machine that runs the model, not part of the model: a run
+    # trained with cuDNN on a GPU must load for chat on a CPU.
+    d = dataclasses.asdict(self)
+    d.pop("attention")
+    return d
 
   @classmethod
   def from_dict(cls, d: dict) -> LlamaConfig:

@@ -120,11 +120,18 @@ class Attention(nn.Module):
       k = jax.lax.dynamic_update_slice(cache_k, k.astype(cache_k.dtype), (0, index, 0, 0))
       v = jax.lax.dynamic_update_slice(cache_v, v.astype(cache_v.dtype), (0, index, 0, 0))
       kv_cache = (k, v)
-    mask = attention_mask(q_seg, k_seg, q_slot, k_slot)
     # K/V keep their K heads: dot_product_attention groups query heads contiguously (head n uses
     # kv head n // (N/K)), the same grouping as HF's repeat_kv. Logits and softmax run in float32.
-    out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
-                                       scale=c.head_dim ** -0.5)
+    if c.attention == "cudnn" and kv_cache is None:
+      # cuDNN's fused kernel skips the blocks above the diagonal itself (is_causal); the segment mask
+      # only keeps packed examples apart. Slots equal positions here, so causal-by-slot is plain causal.
+      same_segment = (q_seg[:, :, None] == k_seg[:, None, :])[:, None]        # [B, 1, T, T]
+      out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=same_segment,
+                                         is_causal=True, scale=c.head_dim ** -0.5, implementation="cudnn")
+    else:
+      mask = attention_mask(q_seg, k_seg, q_slot, k_slot)
+      out = jax.nn.dot_product_attention(q, k.astype(q.dtype), v.astype(q.dtype), mask=mask,
+                                         scale=c.head_dim ** -0.5)
     out = out.reshape(b, t, c.n_heads * c.head_dim)
     return projection(self, "o_proj", c.d_model)(out), kv_cache
 

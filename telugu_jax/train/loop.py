@@ -79,6 +79,7 @@ def _load_base(config):
     model_cfg = LlamaConfig.preset(config.model.preset, vocab_size=tokenizer.vocab_size, **overrides)
   check_vocab(tokenizer, model_cfg.vocab_size)
   model_cfg = model_cfg.replace(dtype=config.train.dtype, remat=config.train.remat,
+                                attention=config.train.get("attention", "xla"),
                                 max_seq_len=max(model_cfg.max_seq_len, config.data.max_seq_len))
   return model_cfg, params, tokenizer
 
@@ -123,8 +124,8 @@ class Task:
   def split(self, variables: dict, mode: str) -> tuple[dict, dict]:
     return split_variables(variables, mode)
 
-  def make_steps(self, model, tx, *, accum: int, z_loss: float, schedule):
-    return make_steps(model, tx, accum=accum, z_loss=z_loss, schedule=schedule)
+  def make_steps(self, model, tx, *, accum: int, z_loss: float, schedule, loss_chunk: int = 0):
+    return make_steps(model, tx, accum=accum, z_loss=z_loss, schedule=schedule, loss_chunk=loss_chunk)
 
   def evaluate(self, p_eval, state, dataset, mesh) -> dict:
     """Validation metrics; `val_loss` picks the best checkpoint and drives early stopping."""
@@ -186,7 +187,8 @@ def train_and_evaluate(config, *, log_to_console: bool = True, task: Task | None
   state = create(jax.device_put(trainable, state_shardings.trainable), jax.device_put(frozen, state_shardings.frozen))
   del variables, trainable, frozen, base_params
 
-  train_step, eval_step = task.make_steps(model, tx, accum=t.grad_accum, z_loss=t.z_loss, schedule=schedule)
+  train_step, eval_step = task.make_steps(model, tx, accum=t.grad_accum, z_loss=t.z_loss, schedule=schedule,
+                                          loss_chunk=t.get("loss_chunk", 0))
   batch_shard = sh.batch_sharding(mesh)
   p_train = jax.jit(train_step, in_shardings=(state_shardings, batch_shard), out_shardings=(state_shardings, None),
                     donate_argnums=(0,))

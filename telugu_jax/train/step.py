@@ -60,9 +60,11 @@ def _sft_metrics(stats: Mapping, batch: Mapping) -> dict:
           "real_tokens": jnp.sum(batch["segment_ids"] > 0)}
 
 
-def sft_objective(model, z_loss: float = 0.0) -> Objective:
-  """Masked next-token cross-entropy (SFT, pretraining), normalised by the loss-token count."""
-  return Objective(sums=functools.partial(loss_sums, model, z_loss=z_loss), denom="tokens", metrics=_sft_metrics)
+def sft_objective(model, z_loss: float = 0.0, loss_chunk: int = 0) -> Objective:
+  """Masked next-token cross-entropy (SFT, pretraining), normalised by the loss-token count; `loss_chunk` > 0
+  never materialises the full logits (see loss.chunked_token_stats)."""
+  return Objective(sums=functools.partial(loss_sums, model, z_loss=z_loss, loss_chunk=loss_chunk), denom="tokens",
+                   metrics=_sft_metrics)
 
 
 def _split_micro(batch: Mapping, accum: int) -> dict:
@@ -127,7 +129,9 @@ def eval_step(state: TrainState, batch: Mapping, *, model, objective: Objective 
   return {"loss_sum": total, **stats}
 
 
-def make_steps(model, tx, *, accum=1, z_loss=0.0, schedule=None, objective: Objective | None = None):
+def make_steps(model, tx, *, accum=1, z_loss=0.0, schedule=None, objective: Objective | None = None,
+               loss_chunk: int = 0):
+  train_objective = objective or (sft_objective(model, z_loss, loss_chunk) if loss_chunk else None)
   return (functools.partial(train_step, model=model, tx=tx, accum=accum, z_loss=z_loss, schedule=schedule,
-                            objective=objective),
+                            objective=train_objective),
           functools.partial(eval_step, model=model, objective=objective))

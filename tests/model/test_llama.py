@@ -107,3 +107,16 @@ def test_config_reads_older_hf_files():
     LlamaConfig.from_hf({**old, "rope_scaling": {"rope_type": "yarn", "factor": 2.0}})
   with pytest.raises(ValueError, match="multiple of n_kv_heads"):
     LlamaConfig.tiny(n_kv_heads=4)
+
+
+def test_attention_kernel_is_a_runtime_choice():
+  """`attention="cudnn"` is validated up front (it runs in half precision only) and is not written into a
+  saved model's config, so a run trained with cuDNN on a GPU loads for chat on a CPU. (The cuDNN kernel
+  itself is compared with the XLA path on a GPU by scripts/check_gpu.py; CI has no GPU.)"""
+  with pytest.raises(ValueError, match="bfloat16 or float16 only"):
+    LlamaConfig.tiny(dtype="float32", attention="cudnn")
+  with pytest.raises(ValueError, match="choose 'xla' or 'cudnn'"):
+    LlamaConfig.tiny(attention="flash")
+  cfg = LlamaConfig.tiny(dtype="bfloat16", attention="cudnn")
+  assert "attention" not in cfg.to_dict()
+  assert LlamaConfig.from_dict(cfg.to_dict()) == cfg.replace(attention="xla")

@@ -196,3 +196,26 @@ def test_loss_sums_pretrain_mode_uses_all_real_tokens():
   batch["loss_mask"] = (batch["segment_ids"] > 0).astype(np.int32)
   _, aux = loss_sums(model, {"params": variables["params"]}, {}, batch, None)
   assert float(aux["tokens"]) == (batch["segment_ids"] > 0).sum()
+
+
+@pytest.mark.parametrize("tie", [False, True])
+def test_chunked_loss_equals_full_logits_loss(tie):
+  """train.loss_chunk never builds [B, L, V] logits; loss, statistics and gradients must not change, with
+  a chunk that does not divide B*L (padding) and with tied embeddings (the head is the embedding)."""
+  cfg = CFG.replace(tie_embeddings=tie)
+  model = Llama(cfg, lora=LCFG)
+  variables = Llama(cfg, lora=LCFG).init_variables(jax.random.key(3))
+  batch = make_batch(rows=4, length=24, seed=5)                 # 96 tokens; chunk 40 pads to 120
+
+  def f(trainable, chunk):
+    return loss_sums(model, trainable, {"lora": variables["lora"]}, batch, None, z_loss=1e-3, loss_chunk=chunk)
+
+  (l0, a0), g0 = jax.value_and_grad(f, has_aux=True)({"params": variables["params"]}, 0)
+  (l1, a1), g1 = jax.value_and_grad(f, has_aux=True)({"params": variables["params"]}, 40)
+  np.testing.assert_allclose(float(l1), float(l0), rtol=1e-6)
+  for k in ("tokens", "ce_sum", "correct"):
+    np.testing.assert_allclose(float(a1[k]), float(a0[k]), rtol=1e-6)
+  assert float(a0["correct"]) >= 0 and float(a0["tokens"]) == batch["loss_mask"].sum()
+  chex.assert_trees_all_close(g1, g0, atol=1e-6, rtol=1e-5)
+  head = g0["params"]["embed_tokens"]["embedding"] if tie else g0["params"]["lm_head"]
+  assert float(jnp.abs(head).max()) > 0  # the head's gradient flows through the chunked path
