@@ -113,10 +113,10 @@ def run(args) -> list[dict]:
   rejected_path = os.path.join(c.workdir, "rejected.jsonl")
   rejected = sum(1 for _ in open(rejected_path)) if os.path.exists(rejected_path) else 0
   steady = [r for r in logs if "tokens_per_s" in r and r["step"] > 1]  # the step-1 row holds compilation
-  first = next((r for r in logs if r.get("step") == 1 and "step_time_s" in r), {})
   med = lambda k: float(np.median([r[k] for r in steady])) if steady and k in steady[0] else None  # noqa: E731
   return [{"preset": args.preset, "mode": args.mode, "pairs": args.pairs, "epochs": args.epochs,
            "tokens_per_pair": float(lengths.mean()), "rejected": rejected, "seq": args.seq, "batch": args.batch,
            "attention": args.attention, "loss_chunk": args.loss_chunk, "steps": result.steps, "wall_s": wall,
-           "first_step_s": first.get("step_time_s"), "setup_s": setup_s, "tokens_per_s": med("tokens_per_s"),
-           "mfu": med("mfu"), "final_loss": logs[-1].get("loss") if logs else None}]
+           **{f"run_{k}": v for k, v in result.timings.items()}, "bench_setup_s": setup_s,
+           "tokens_per_s": med("tokens_per_s"), "mfu": med("mfu"),
+           "final_loss": logs[-1].get("loss") if logs else None}]

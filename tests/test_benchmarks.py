@@ -31,3 +31,62 @@ def test_unknown_suite_is_a_clear_error():
   proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "benchmark.py"), "--suite", "nope"],
                         capture_output=True, text=True)
   assert proc.returncode != 0 and "invalid choice" in proc.stderr
+
+
+def _run(argv):
+  import benchmark
+
+  return benchmark.main(argv)
+
+
+def test_decode_suite_rows_and_ratios():
+  rows = _run(["--suite", "decode", "--presets", "tiny", "--batches", "1,2", "--prompt-len", "8", "--new-tokens", "4",
+               "--repeats", "1"])
+  assert [r["batch"] for r in rows] == [1, 2]
+  for r in rows:
+    for k in ("jax_prefill_tok_s", "jax_decode_tok_s", "hf_prefill_tok_s", "hf_decode_tok_s"):
+      assert r[k] > 0
+    assert r["decode_ratio"] == pytest.approx(r["jax_decode_tok_s"] / r["hf_decode_tok_s"])
+
+
+def test_convert_suite_measures_both_directions():
+  rows = _run(["--suite", "convert", "--preset", "tiny", "--dtypes", "float32"])
+  assert [r["step"] for r in rows] == ["convert", "export hf"]
+  for r in rows:
+    assert r["seconds"] > 0 and r["peak_rss_mb"] >= r["baseline_rss_mb"] > 0
+    assert r["weights_mb"] == pytest.approx(0.04488e6 * 4 / 2**20, rel=0.01)  # tiny preset, fp32
+
+
+def test_data_suite_accounts_for_every_record():
+  rows = {r["stage"]: r for r in _run(["--suite", "data", "--records", "300"])}
+  for stage in ("clean", "dedupe"):
+    r = rows[stage]
+    dropped = sum(int(part.split()[-1]) for part in r["dropped"].split(", ") if part)
+    assert r["records_in"] == r["out"] + dropped > r["out"] > 0  # the generator plants bad records
+  assert rows["dedupe"]["records_in"] == rows["clean"]["out"]
+  assert rows["clean+dedupe"]["out"] == rows["dedupe"]["out"]
+
+
+def test_loader_suite_rows():
+  rows = _run(["--suite", "loader", "--examples", "300", "--bins", "1,4", "--min-examples", "300"])
+  assert [(r["packing"], r["bins"]) for r in rows] == [("first_fit", 1), ("first_fit", 4), ("best_fit", 1),
+                                                        ("best_fit", 4)]
+  for r in rows:
+    assert 0 < r["packing_efficiency"] <= 1 and r["tokens_per_s"] > 0 and r["batches"] >= 1
+
+
+def test_serve_suite_counts_every_users_tokens():
+  rows = _run(["--suite", "serve", "--preset", "tiny", "--users", "1,2", "--max-tokens", "8", "--repeats", "1"])
+  assert [r["users"] for r in rows] == [1, 2]
+  for r in rows:
+    assert r["tokens"] == r["users"] * 8 and r["agg_tok_s"] > 0
+
+
+def test_sft_suite_runs_the_real_trainer():
+  rows = _run(["--suite", "sft", "--preset", "smoke", "--pairs", "40", "--epochs", "1", "--seq", "1024", "--batch", "2",
+               "--dtype", "float32", "--vocab", "1024", "--tokenizer-vocab", "400", "--pair-chars", "300"])
+  (r,) = rows
+  assert r["rejected"] == 0 and r["steps"] >= 1 and r["tokens_per_pair"] > 20
+  parts = r["run_setup_s"] + r["run_first_step_s"] + r["run_later_steps_s"] + r["run_save_export_s"]
+  assert parts == pytest.approx(r["run_total_s"], rel=1e-6)
+  assert r["wall_s"] >= r["run_total_s"] > 0

@@ -60,7 +60,8 @@ class LlamaConfig:
     if self.attention not in ("xla", "cudnn"):
       raise ValueError(f"attention={self.attention!r}; choose 'xla' or 'cudnn'")
     if self.attention == "cudnn" and self.dtype == "float32":
-      raise ValueError("attention='cudnn' runs in bfloat16 or float16 only; set dtype='bfloat16' or use attention='xla'")
+      raise ValueError("attention='cudnn' runs in bfloat16 or float16 only; "
+                       "set dtype='bfloat16' or use attention='xla'")
 
   @property
   def compute_dtype(self):

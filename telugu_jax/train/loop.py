@@ -17,6 +17,7 @@ import dataclasses
 import json
 import math
 import os
+import time
 from typing import Any
 
 import jax
@@ -50,6 +51,9 @@ class RunResult:
   steps: int
   final_metrics: dict
   best_val_loss: float | None
+  # Wall-clock seconds: set-up (base load, data index, state, checkpoints), the steps (the first one
+  # holds compilation), the final checkpoint wait + export.
+  timings: dict = dataclasses.field(default_factory=dict)
 
 
 # ---- set-up helpers --------------------------------------------------------------------------------
@@ -142,6 +146,7 @@ class Task:
 
 def train_and_evaluate(config, *, log_to_console: bool = True, task: Task | None = None) -> RunResult:
   task = task or Task()
+  t_begin = time.perf_counter()
   sh.maybe_initialize_distributed()
   workdir = os.path.abspath(config.workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -218,6 +223,8 @@ def train_and_evaluate(config, *, log_to_console: bool = True, task: Task | None
 
   best_val, bad_evals, last_metrics = None, 0, {}
   step = start
+  t_loop = time.perf_counter()
+  t_first = None
   try:
     for step in range(start + 1, total_steps + 1):
       batch = next(data_iter)
@@ -226,6 +233,7 @@ def train_and_evaluate(config, *, log_to_console: bool = True, task: Task | None
       state, metrics = p_train(state, sh.shard_batch(batch, mesh))
       if step % t.log_every == 0 or step == total_steps or step == start + 1:
         metrics = _to_host(metrics)
+        t_first = t_first or time.perf_counter()
         if not np.isfinite(metrics["loss"]):
           raise TrainingDiverged(
               f"loss is {metrics['loss']} at step {step}; last good checkpoint: step {ckpts.latest_step()} in "
@@ -250,12 +258,17 @@ def train_and_evaluate(config, *, log_to_console: bool = True, task: Task | None
         logger.info(f"early stop at step {step}: val loss has not improved for {bad_evals} evaluations")
         break
   finally:
+    t_steps = time.perf_counter()
     ckpts.wait()
     logger.close()
   model_dir = task.export(config, workdir, state, model_cfg, lora_cfg, tokenizer)
   ckpts.close()
+  t_end = time.perf_counter()
+  timings = {"setup_s": t_loop - t_begin, "first_step_s": (t_first or t_steps) - t_loop,
+             "later_steps_s": t_steps - (t_first or t_steps), "save_export_s": t_end - t_steps,
+             "total_s": t_end - t_begin}
   return RunResult(workdir=workdir, model_dir=model_dir, steps=step, final_metrics=last_metrics,
-                   best_val_loss=best_val)
+                   best_val_loss=best_val, timings=timings)
 
 
 def evaluate(p_eval, state: TrainState, dataset, mesh) -> dict:

@@ -219,3 +219,13 @@ def test_chunked_loss_equals_full_logits_loss(tie):
   chex.assert_trees_all_close(g1, g0, atol=1e-6, rtol=1e-5)
   head = g0["params"]["embed_tokens"]["embedding"] if tie else g0["params"]["lm_head"]
   assert float(jnp.abs(head).max()) > 0  # the head's gradient flows through the chunked path
+
+
+def test_make_steps_passes_loss_chunk_to_the_train_objective():
+  from telugu_jax.train.step import make_steps
+
+  tx = make_optimizer(optim_cfg(), 10)[0]
+  train, _ = make_steps(Llama(CFG), tx, loss_chunk=16)
+  assert train.keywords["objective"].sums.keywords["loss_chunk"] == 16
+  train, _ = make_steps(Llama(CFG), tx)
+  assert train.keywords["objective"] is None  # the default SFT objective, full logits
