@@ -60,6 +60,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.remat = False
   c.train.z_loss = 0.0
   c.train.attention = "xla"            # "cudnn": fused flash attention on NVIDIA GPUs (bf16; docs/benchmarks.md)
+  c.train.attention_block = 0          # XLA attention in query blocks of N tokens (skips the masked half; CPU)
   c.train.loss_chunk = 0               # > 0: output projection + loss this many tokens at a time (no full logits)
   c.train.seed = 0
   c.train.log_every = 10

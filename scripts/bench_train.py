@@ -12,6 +12,10 @@ each): the JAX side then attends only within each example. The PyTorch side alwa
 of the same length (HF's SDPA path has no segment masking), which is less work, never more.
 tokens/s counts every input token; MFU = tokens/s x FLOPs/token (telugu_jax.train.metrics) / peak.
 GPU knobs (JAX side): `--attention cudnn` (fused flash attention), `--remat`, `--loss-chunk N`.
+CPU knobs (JAX side): `--cpu-tuned` = `--cpu-devices <cores> --attention-block 32 --xla-flags "<CPU_FLAGS>"`:
+one XLA CPU device per core with the batch split across them (data parallel; each device runs its matmuls
+on one thread instead of all devices sharing one thread pool), causal attention in 32-token query
+blocks, and XLA:CPU's YNNPACK fusion of element-wise ops (see docs/benchmarks.md for what each gave).
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ def add_args(p):
   p.add_argument("--segments", type=int, default=1, help="packed examples per row (JAX side)")
   p.add_argument("--attention", default="xla", choices=["xla", "cudnn"])
   p.add_argument("--loss-chunk", type=int, default=0, help="tokens per output-projection/loss chunk (0: off)")
+  p.add_argument("--attention-block", type=int, default=0, help="XLA attention query block (0: one pass)")
+  p.add_argument("--cpu-devices", type=int, default=1, help="XLA CPU devices (data parallel over them)")
+  p.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the JAX worker")
+  p.add_argument("--cpu-tuned", action="store_true", help="the CPU recipe above (JAX side)")
   p.add_argument("--profile", default="", help="write a JAX profiler trace of a few steps here")
   p.add_argument("--peak-tflops", type=float, default=0.0, help="per device, for MFU on hardware not recognised")
   p.add_argument("--worker", default="", help=argparse_hidden())
@@ -78,7 +86,7 @@ def _model_config(args):
 
   dtype = args.dtype or ("bfloat16" if args.device == "gpu" else "float32")
   return LlamaConfig.preset(args.config, dtype=dtype, remat=args.remat, max_seq_len=max(args.seq, 256),
-                            attention=args.attention)
+                            attention=args.attention, attention_block=args.attention_block)
 
 
 def worker_jax(args, mode):
@@ -105,9 +113,12 @@ def worker_jax(args, mode):
                                          b1=0.9, b2=0.999, eps=1e-8, clip_norm=1.0, decay_embeddings=False))
   tx, _ = make_optimizer(optim, 1000)
   state = create_state(trainable, frozen, tx, jax.random.PRNGKey(1))
+  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+  state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   step = jax.jit(functools.partial(train_step, model=model, tx=tx,
                                    objective=sft_objective(model, loss_chunk=args.loss_chunk)), donate_argnums=(0,))
-  batch = jax.device_put(_batch(cfg.vocab_size, args.batch, args.seq, segments=args.segments))
+  batch = jax.device_put(_batch(cfg.vocab_size, args.batch, args.seq, segments=args.segments),
+                         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
   for _ in range(args.warmup):
     state, m = step(state, batch)
   float(m["loss"])
@@ -196,7 +207,7 @@ def worker_torch(args, mode):
 def _spawn(args, worker: str, mode: str) -> dict:
   argv = [sys.executable, os.path.abspath(__file__), "--worker", f"{worker}:{mode}"]
   for k in ("config", "batch", "seq", "steps", "warmup", "device", "dtype", "profile", "peak_tflops", "segments",
-            "attention", "loss_chunk"):
+            "attention", "loss_chunk", "attention_block"):
     v = getattr(args, k)
     if v not in ("", None):
       argv += [f"--{k.replace('_', '-')}", str(v)]
@@ -205,19 +216,34 @@ def _spawn(args, worker: str, mode: str) -> dict:
   env = dict(os.environ)
   if args.device == "cpu":
     env["JAX_PLATFORMS"] = "cpu"
-    env.pop("XLA_FLAGS", None)  # one real CPU device, not the test suite's fake ones
+    env.pop("XLA_FLAGS", None)  # not the test suite's fake devices: only what is asked for below
+  flags = args.xla_flags.split()
+  if worker == "jax" and args.cpu_devices > 1:
+    flags.append(f"--xla_force_host_platform_device_count={args.cpu_devices}")
+  if worker == "jax" and flags:
+    env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), *flags]).strip()
   proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=REPO)
   if proc.returncode:
     raise RuntimeError(f"{worker} {mode} worker failed:\n{proc.stderr[-3000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+CPU_FLAGS = "--xla_cpu_multi_thread_eigen=false --xla_cpu_experimental_ynn_fusion_type=+eltwise"
+
+
 def run(args) -> list[dict]:
+  if args.cpu_tuned:
+    args.cpu_devices = max(args.cpu_devices, os.cpu_count() or 1)
+    args.attention_block = args.attention_block or 32
+    args.xla_flags = " ".join([args.xla_flags, CPU_FLAGS]).strip()
+  if args.batch % args.cpu_devices:
+    raise SystemExit(f"--batch {args.batch} must split evenly over --cpu-devices {args.cpu_devices}")
   modes = ["lora", "full"] if args.mode == "both" else [args.mode]
   rows = []
   for mode in modes:
     common = {"config": args.config, "batch": args.batch, "seq": args.seq}
-    knobs = {"segments": args.segments, "attention": args.attention, "remat": args.remat, "loss_chunk": args.loss_chunk}
+    knobs = {"segments": args.segments, "attention": args.attention, "remat": args.remat, "loss_chunk": args.loss_chunk,
+             "attention_block": args.attention_block, "cpu_devices": args.cpu_devices, "xla_flags": args.xla_flags}
     jx = _spawn(args, "jax", mode)
     rows.append({**common, **knobs, **jx})
     if args.compare == "torch":

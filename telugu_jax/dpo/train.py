@@ -109,6 +109,7 @@ class DPOTask(Task):
                    extra={"merged_from": sft.path})
     model_cfg = sft.config.replace(dtype=config.train.dtype, remat=config.train.remat,
                                    attention=config.train.get("attention", "xla"),
+                                   attention_block=config.train.get("attention_block", 0),
                                    max_seq_len=max(sft.config.max_seq_len, config.data.max_seq_len))
     self.model_cfg, self.params = model_cfg, params
     return model_cfg, params, tokenizer

@@ -50,6 +50,9 @@ class LlamaConfig:
   # Attention kernel for full-sequence passes (training, prefill): "xla" (any backend) or "cudnn"
   # (fused flash attention on NVIDIA GPUs, bf16/fp16 only). Decoding with a KV cache always uses "xla".
   attention: str = "xla"
+  # XLA path without a cache: queries in blocks of this many tokens, each attending only to the keys
+  # up to its end (skips the masked upper triangle; llama.blocked_causal_attention). 0: one [T, T] pass.
+  attention_block: int = 0
 
   def __post_init__(self):
     if self.n_heads % self.n_kv_heads:
@@ -192,6 +195,7 @@ class LlamaConfig:
     # trained with cuDNN on a GPU must load for chat on a CPU.
     d = dataclasses.asdict(self)
     d.pop("attention")
+    d.pop("attention_block")
     return d
 
   @classmethod

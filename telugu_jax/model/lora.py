@@ -85,8 +85,10 @@ class LoraDense(nn.Module):
     if not self.lora_enabled:
       return y
     h = nn.Dropout(self.lora.dropout)(x, deterministic=self.deterministic or self.lora.dropout == 0.0)
-    delta = jnp.dot(jnp.dot(h, a.value.astype(self.dtype)), b.value.astype(self.dtype))
-    return y + delta * jnp.asarray(self.lora.scale, self.dtype)
+    # The scale multiplies B ([r, out]) rather than the [.., out] product: one element-wise pass over the
+    # activations fewer per projection, forward and backward.
+    b_scaled = (b.value * self.lora.scale).astype(self.dtype)
+    return y + jnp.dot(jnp.dot(h, a.value.astype(self.dtype)), b_scaled)
 
 
 # ---- pytree helpers ------------------------------------------------------------------------------

@@ -84,6 +84,7 @@ def _load_base(config):
   check_vocab(tokenizer, model_cfg.vocab_size)
   model_cfg = model_cfg.replace(dtype=config.train.dtype, remat=config.train.remat,
                                 attention=config.train.get("attention", "xla"),
+                                attention_block=config.train.get("attention_block", 0),
                                 max_seq_len=max(model_cfg.max_seq_len, config.data.max_seq_len))
   return model_cfg, params, tokenizer
 
