@@ -59,7 +59,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.frozen_dtype = "bfloat16"    # the frozen base in LoRA runs: half the memory
   c.train.remat = False
   c.train.z_loss = 0.0
-  c.train.attention = "xla"            # "cudnn": fused flash attention on NVIDIA GPUs (bf16; docs/benchmarks.md)
+  c.train.attention = "auto"           # auto: cuDNN flash attention on NVIDIA GPUs in bf16, else XLA ("xla"|"cudnn")
   c.train.attention_block = 0          # XLA attention in query blocks of N tokens (skips the masked half; CPU)
   c.train.loss_chunk = 0               # > 0: output projection + loss this many tokens at a time (no full logits)
   c.train.seed = 0

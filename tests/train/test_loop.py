@@ -256,3 +256,12 @@ def test_300m_preset_runs_a_step_on_cpu(tmp_path):
   rows = benchmark.main(["--suite", "train", "--config", "300m", "--batch", "1", "--seq", "256", "--steps", "1",
                          "--warmup", "1"])
   assert {r["mode"] for r in rows} == {"lora", "full"} and all(r["tokens_per_s"] > 0 for r in rows)
+
+
+def test_attention_kernel_choice():
+  from telugu_jax.train.loop import attention_kernel
+
+  assert attention_kernel("auto", "bfloat16") == "xla"  # CPU: no cuDNN (on a GPU in bf16 "auto" is cuDNN)
+  assert attention_kernel("cudnn", "bfloat16") == "cudnn" and attention_kernel("xla", "float32") == "xla"
+  with pytest.raises(TrainingError, match="'auto', 'xla' or 'cudnn'"):
+    attention_kernel("flash", "bfloat16")
