@@ -123,8 +123,11 @@ def worker_jax(args, mode):
     state, m = step(state, batch)
   float(m["loss"])
   times = []
-  if args.profile:
-    jax.profiler.start_trace(args.profile)
+  if args.profile:  # + a Perfetto JSON trace that scripts/profile_summary.py reads without TensorBoard
+    os.makedirs(args.profile, exist_ok=True)
+    jax.profiler.start_trace(args.profile, create_perfetto_trace=True)
+    with open(os.path.join(args.profile, "steps.txt"), "w") as f:
+      f.write(str(args.steps))
   for _ in range(args.steps):
     t0 = time.perf_counter()
     state, m = step(state, batch)
@@ -236,6 +239,8 @@ def run(args) -> list[dict]:
     args.cpu_devices = max(args.cpu_devices, os.cpu_count() or 1)
     args.attention_block = args.attention_block or 32
     args.xla_flags = " ".join([args.xla_flags, CPU_FLAGS]).strip()
+  if args.profile:
+    args.profile = os.path.abspath(args.profile)  # the workers run in the repository root
   if args.batch % args.cpu_devices:
     raise SystemExit(f"--batch {args.batch} must split evenly over --cpu-devices {args.cpu_devices}")
   modes = ["lora", "full"] if args.mode == "both" else [args.mode]

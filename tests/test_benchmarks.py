@@ -90,3 +90,19 @@ def test_sft_suite_runs_the_real_trainer():
   parts = r["run_setup_s"] + r["run_first_step_s"] + r["run_later_steps_s"] + r["run_save_export_s"]
   assert parts == pytest.approx(r["run_total_s"], rel=1e-6)
   assert r["wall_s"] >= r["run_total_s"] > 0
+
+
+def test_profile_trace_and_summary(tmp_path):
+  """--profile writes a trace that profile_summary.py turns into per-op device time; the time it finds per
+  step is the step's own (a summary of the wrong trace or a wrong step count would not fit in it)."""
+  import profile_summary
+
+  prof = tmp_path / "prof"
+  (row,) = _run(["--suite", "train", "--config", "smoke", "--mode", "full", "--steps", "2", "--warmup", "1",
+                 "--batch", "2", "--seq", "32", "--profile", str(prof)])
+  rows = profile_summary.summarise(profile_summary.load_events(str(prof)), steps=2)
+  per_step_ms = sum(t for _, t, _ in rows)
+  assert len(rows) > 5 and 0 < per_step_ms < 3 * row["step_s"] * 1000
+  hlo = ('  %fusion.3 = f32[4]{0} fusion(%p), kind=kLoop, metadata={op_name="jit(train_step)/while/body/closed_call/'
+         'transpose(jvp(Llama))/layers_3/mlp/mul"}\n')
+  assert profile_summary.hlo_op_names(hlo) == {"fusion.3": "transpose(jvp(Llama))/layers_N/mlp/mul"}
