@@ -33,7 +33,7 @@ from telugu_jax.model.io import is_model_dir, load_model, resolve_model_dir, sav
 from telugu_jax.model.lora import merge_lora
 from telugu_jax.tokenizer import check_vocab, load_tokenizer
 from telugu_jax.train import sharding as sh
-from telugu_jax.train.loop import RunResult, Task, TrainingError, attention_kernel, export_model, train_and_evaluate
+from telugu_jax.train.loop import RunResult, Task, TrainingError, export_model, train_and_evaluate, with_train_settings
 from telugu_jax.train.metrics import flops_per_token
 from telugu_jax.train.step import make_steps
 
@@ -107,10 +107,7 @@ class DPOTask(Task):
       if config.mode == "lora" and jax.process_index() == 0 and not is_model_dir(self.base_dir):
         save_model(self.base_dir, sft.config, params=params, tokenizer=tokenizer,
                    extra={"merged_from": sft.path})
-    kernel = attention_kernel(config.train.get("attention", "auto"), config.train.dtype)
-    model_cfg = sft.config.replace(dtype=config.train.dtype, remat=config.train.remat, attention=kernel,
-                                   attention_block=config.train.get("attention_block", 0),
-                                   max_seq_len=max(sft.config.max_seq_len, config.data.max_seq_len))
+    model_cfg = with_train_settings(sft.config, config)
     self.model_cfg, self.params = model_cfg, params
     return model_cfg, params, tokenizer
 

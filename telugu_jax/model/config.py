@@ -62,6 +62,8 @@ class LlamaConfig:
         raise ValueError(f"{field}={getattr(self, field)!r}; choose one of {sorted(DTYPES)}")
     if self.attention not in ("xla", "cudnn"):
       raise ValueError(f"attention={self.attention!r}; choose 'xla' or 'cudnn'")
+    if self.attention_block < 0:
+      raise ValueError(f"attention_block={self.attention_block}; use 0 (off) or a block size in tokens")
     if self.attention == "cudnn" and self.dtype == "float32":
       raise ValueError("attention='cudnn' runs in bfloat16 or float16 only; "
                        "set dtype='bfloat16' or use attention='xla'")

@@ -82,8 +82,9 @@ def blocked_causal_attention(q_btnh, k_btkh, v_btkh, seg_bt, block: int, scale: 
   Why not one [T, T] softmax: query block i only needs the keys up to its own end, so the blocks skip
   the upper triangle, about half the score matrix at T = 8 x block; on XLA:CPU, where the element-wise
   softmax work (not the matmuls) dominates attention, a fwd+bwd at [8, 256] x 8 heads ran 2x faster with
-  32-token blocks (scripts/benchmark.py --suite train). Same maths as `jax.nn.dot_product_attention`'s XLA
-  path: float32 logits, masked with a large negative, softmax in float32, probabilities in the value dtype.
+  32-token blocks (measured in isolation; the whole step: docs/benchmarks.md). Same maths as
+  `jax.nn.dot_product_attention`'s XLA path: float32 logits, masked with a large negative, softmax in
+  float32, probabilities in the value dtype.
   """
   b, t, n, h = q_btnh.shape
   kh = k_btkh.shape[2]

@@ -82,11 +82,15 @@ def _load_base(config):
     overrides = dict(config.model.overrides) if "overrides" in config.model else {}
     model_cfg = LlamaConfig.preset(config.model.preset, vocab_size=tokenizer.vocab_size, **overrides)
   check_vocab(tokenizer, model_cfg.vocab_size)
-  model_cfg = model_cfg.replace(dtype=config.train.dtype, remat=config.train.remat,
-                                attention=attention_kernel(config.train.get("attention", "auto"), config.train.dtype),
-                                attention_block=config.train.get("attention_block", 0),
-                                max_seq_len=max(model_cfg.max_seq_len, config.data.max_seq_len))
-  return model_cfg, params, tokenizer
+  return with_train_settings(model_cfg, config), params, tokenizer
+
+
+def with_train_settings(model_cfg: LlamaConfig, config) -> LlamaConfig:
+  """The model as this run executes it: compute dtype, remat, attention kernel, sequence length."""
+  t = config.train
+  return model_cfg.replace(dtype=t.dtype, remat=t.remat, attention_block=t.get("attention_block", 0),
+                           attention=attention_kernel(t.get("attention", "auto"), t.dtype),
+                           max_seq_len=max(model_cfg.max_seq_len, config.data.max_seq_len))
 
 
 def attention_kernel(choice: str, dtype: str) -> str:

@@ -37,8 +37,9 @@ def _head_kernel(model: nn.Module, params: Mapping) -> jax.Array:
 
 
 def chunked_token_stats(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array, mask_bt: jax.Array,
-                        chunk: int, z_loss: float = 0.0) -> tuple[jax.Array, jax.Array, jax.Array]:
-  """(ce_sum, z_sum, correct) of the masked tokens without ever holding the [B, L, V] logits.
+                        chunk: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(ce_sum, sum of squared log-partitions for z-loss, correct) of the masked tokens without ever holding
+  the [B, L, V] logits.
 
   Why: at 1024 tokens x 16 rows x 32K vocab the float32 logits alone are 2 GiB, written and read again by
   softmax and its gradient. Here `chunk` tokens at a time go through the output projection and the loss
