@@ -11,6 +11,22 @@ out=${2:-runs/bench_gpu}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
 py=${PYTHON:-python3}
+# Compilation is ~100 s per 300M configuration on an H100; keep what can be kept between the runs of a part:
+# whole executables (JAX's persistent cache: a re-run of the same configuration) and, where this XLA build
+# knows the flag (an unknown XLA flag stops the process), GEMM autotuning results, which configurations
+# with the same matmul shapes share.
+export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$out/jax_cache}
+if "$py" - 2>/dev/null <<'EOF'
+import glob, os, sys
+import jax
+flag = b"xla_gpu_per_fusion_autotune_cache_dir"
+site = os.path.dirname(os.path.dirname(jax.__file__))
+libs = glob.glob(os.path.join(site, "jax*", "**", "*.so"), recursive=True)
+sys.exit(0 if any(flag in open(p, "rb").read() for p in libs) else 1)
+EOF
+then
+  export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_per_fusion_autotune_cache_dir=$out/autotune_cache"
+fi
 bench() { "$py" scripts/benchmark.py --out "$out/bench.jsonl" "$@" 2>&1 | tee -a "$out/$part.log" | grep -E '^\||^## |Error|error:' ; }
 
 case $part in

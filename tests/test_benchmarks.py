@@ -106,3 +106,12 @@ def test_profile_trace_and_summary(tmp_path):
   hlo = ('  %fusion.3 = f32[4]{0} fusion(%p), kind=kLoop, metadata={op_name="jit(train_step)/while/body/closed_call/'
          'transpose(jvp(Llama))/layers_3/mlp/mul"}\n')
   assert profile_summary.hlo_op_names(hlo) == {"fusion.3": "transpose(jvp(Llama))/layers_N/mlp/mul"}
+
+
+def test_gpu_script_parses_and_rejects_an_unknown_part(tmp_path):
+  """scripts/bench_gpu.sh only runs on a GPU machine; here: it is valid bash and names its parts."""
+  script = os.path.join(REPO, "scripts", "bench_gpu.sh")
+  assert subprocess.run(["bash", "-n", script]).returncode == 0
+  proc = subprocess.run(["bash", script, "nope", str(tmp_path)], capture_output=True, text=True,
+                        env={**os.environ, "PYTHON": sys.executable})
+  assert proc.returncode == 2 and "unknown part nope" in proc.stderr
