@@ -91,6 +91,29 @@ class LoraDense(nn.Module):
     return y + jnp.dot(jnp.dot(h, a.value.astype(self.dtype)), b_scaled)
 
 
+def init_lora(abstract_lora: Mapping, rng: jax.Array) -> dict:
+  """A fresh adapter for the `lora` collection whose shapes `abstract_lora` gives (from `jax.eval_shape` of the
+  model's init): A as PEFT draws it, B = 0, so the adapted model starts equal to the base.
+
+  Why not `model.init_variables(rng)["lora"]`: that traces and compiles a forward pass of the whole model
+  and draws every base weight, only to keep the adapter (8 s of compilation on a CPU for the 300M model,
+  more on a GPU with autotuning). The values differ from that path's (another random stream), the
+  distribution does not.
+  """
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract_lora)
+  keys = jax.random.split(rng, len(leaves))
+  out = []
+  for (path, leaf), key in zip(leaves, keys, strict=True):
+    name = getattr(path[-1], "key", str(path[-1]))
+    if name == "lora_a":
+      out.append(_lora_a_init(key, leaf.shape))
+    elif name == "lora_b":
+      out.append(jnp.zeros(leaf.shape, jnp.float32))
+    else:
+      raise ValueError(f"unexpected variable {jax.tree_util.keystr(path)} in the lora collection")
+  return jax.tree_util.tree_unflatten(treedef, out)
+
+
 # ---- pytree helpers ------------------------------------------------------------------------------
 
 def count_params(tree: Any) -> int:

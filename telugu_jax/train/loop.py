@@ -27,7 +27,7 @@ import numpy as np
 from telugu_jax.chat_format import ChatFormat
 from telugu_jax.model import Llama, LlamaConfig, LoraConfig
 from telugu_jax.model.io import is_model_dir, load_model, read_meta, resolve_model_dir, save_model
-from telugu_jax.model.lora import split_variables
+from telugu_jax.model.lora import init_lora, split_variables
 from telugu_jax.tokenizer import check_vocab, load_tokenizer
 from telugu_jax.train import sharding as sh
 from telugu_jax.train.checkpoint import RunCheckpoints, abstract_with_shardings
@@ -195,7 +195,7 @@ def train_and_evaluate(config, *, log_to_console: bool = True, task: Task | None
   else:
     variables["params"] = jax.jit(lambda r: model.init_variables(r)["params"])(init_rng)
   if mode == "lora":
-    variables["lora"] = jax.jit(lambda r: model.init_variables(r)["lora"])(init_rng)
+    variables["lora"] = init_lora(abstract_vars["lora"], init_rng)
   _check_shapes(variables, abstract_vars)
   trainable, frozen = task.split(variables, mode)
   trainable = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.float32), trainable)

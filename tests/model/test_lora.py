@@ -107,3 +107,27 @@ def test_bf16_merge_warns_when_update_rounds_away():
   with warnings.catch_warnings():
     warnings.simplefilter("error")
     merge_lora(variables["params"], tiny_lora, lcfg)  # float32: no warning
+
+
+def test_init_lora_without_tracing_the_model():
+  """`init_lora` (what the trainer uses) gives the tree, shapes and dtypes of `init_variables()["lora"]`,
+  B = 0 (so the adapted model is bit-identical to the base), and A drawn as PEFT does: U(-1/sqrt(in), +)."""
+  from telugu_jax.model.lora import init_lora
+
+  ref = make_hf_llama()
+  cfg = our_config(ref)
+  model = Llama(cfg, lora=LoraConfig(rank=8, alpha=16.0))
+  abstract = jax.eval_shape(model.init_variables, jax.random.key(0))["lora"]
+  lora = init_lora(abstract, jax.random.key(1))
+  assert jax.tree_util.tree_structure(lora) == jax.tree_util.tree_structure(abstract)
+  chex.assert_trees_all_equal_shapes_and_dtypes(lora, abstract)
+  flat = jax.tree_util.tree_flatten_with_path(lora)[0]
+  a_leaves = [np.asarray(x) for p, x in flat if p[-1].key == "lora_a"]
+  assert all(np.all(np.asarray(x) == 0) for p, x in flat if p[-1].key == "lora_b")
+  for a in a_leaves:
+    bound = 1 / np.sqrt(a.shape[0])
+    assert np.abs(a).max() <= bound and a.std() == pytest.approx(bound / np.sqrt(3), rel=0.25)
+  assert len({a.ravel()[:8].tobytes() for a in a_leaves}) == len(a_leaves)  # a key per leaf
+  base = hf_to_variables(ref)
+  np.testing.assert_array_equal(np.asarray(model.apply({**base, "lora": lora}, TOKENS)),
+                                np.asarray(Llama(cfg).apply(base, TOKENS)))
