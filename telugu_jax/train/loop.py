@@ -89,16 +89,18 @@ def with_train_settings(model_cfg: LlamaConfig, config) -> LlamaConfig:
   """The model as this run executes it: compute dtype, remat, attention kernel, sequence length."""
   t = config.train
   return model_cfg.replace(dtype=t.dtype, remat=t.remat, attention_block=t.get("attention_block", 0),
-                           attention=attention_kernel(t.get("attention", "auto"), t.dtype),
+                           attention=attention_kernel(t.get("attention", "auto"), t.dtype, model_cfg.head_dim),
                            max_seq_len=max(model_cfg.max_seq_len, config.data.max_seq_len))
 
 
-def attention_kernel(choice: str, dtype: str) -> str:
-  """`train.attention`: "auto" takes cuDNN's fused flash attention on an NVIDIA GPU in half precision
-  (2.1x the XLA path's training step on an H100 at 1024 tokens, 2.8x less memory; docs/benchmarks.md),
-  and XLA's otherwise. "xla" and "cudnn" force one."""
+def attention_kernel(choice: str, dtype: str, head_dim: int = 64, backend: str | None = None) -> str:
+  """`train.attention`: "auto" takes cuDNN's fused flash attention on an NVIDIA GPU in half precision for the
+  head sizes its kernels take (a multiple of 8, at most 128) — 2.1x the XLA path's training step on an H100
+  at 1024 tokens, 2.8x less memory (docs/benchmarks.md) — and XLA's otherwise. "xla" and "cudnn" force one."""
   if choice == "auto":
-    return "cudnn" if jax.default_backend() == "gpu" and dtype in ("bfloat16", "float16") else "xla"
+    backend = backend or jax.default_backend()
+    fits = dtype in ("bfloat16", "float16") and head_dim % 8 == 0 and head_dim <= 128
+    return "cudnn" if backend == "gpu" and fits else "xla"
   if choice not in ("xla", "cudnn"):
     raise TrainingError(f"train.attention={choice!r}; choose 'auto', 'xla' or 'cudnn'")
   return choice

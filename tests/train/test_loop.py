@@ -261,7 +261,10 @@ def test_300m_preset_runs_a_step_on_cpu(tmp_path):
 def test_attention_kernel_choice():
   from telugu_jax.train.loop import attention_kernel
 
-  assert attention_kernel("auto", "bfloat16") == "xla"  # CPU: no cuDNN (on a GPU in bf16 "auto" is cuDNN)
+  assert attention_kernel("auto", "bfloat16") == "xla"  # this CPU: no cuDNN
+  assert attention_kernel("auto", "bfloat16", 64, backend="gpu") == "cudnn"
+  assert attention_kernel("auto", "float32", 64, backend="gpu") == "xla"  # cuDNN's kernel is half precision only
+  assert attention_kernel("auto", "bfloat16", 160, backend="gpu") == "xla"  # head size beyond its kernels
   assert attention_kernel("cudnn", "bfloat16") == "cudnn" and attention_kernel("xla", "float32") == "xla"
   with pytest.raises(TrainingError, match="'auto', 'xla' or 'cudnn'"):
     attention_kernel("flash", "bfloat16")
