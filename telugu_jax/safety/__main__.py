@@ -19,26 +19,18 @@ import os
 import sys
 
 from telugu_jax.safety.filter import SafetyFilter
-from telugu_jax.safety.metrics import evaluate, format_report, read_labelled
+from telugu_jax.safety.metrics import evaluate, format_report, json_lines, read_labelled
 from telugu_jax.safety.rules import ROLES, RuleError, builtin_dir
 
 
 def _read_texts(path: str) -> list[dict]:
   items = []
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f"{path}:{n}"
-      try:
-        d = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: invalid JSON ({e.msg}); each line must be {{\"id\": ..., \"text\": ...}}") from None
-      if not isinstance(d, dict) or "id" not in d or not isinstance(d.get("text"), str):
-        raise ValueError(f"{where}: each line needs an \"id\" and a string \"text\"")
-      if d.setdefault("role", "user") not in ROLES:
-        raise ValueError(f"{where}: \"role\" must be one of {ROLES}, got {d['role']!r}")
-      items.append(d)
+  for where, d in json_lines(path, hint='; each line must be {"id": ..., "text": ...}'):
+    if not isinstance(d, dict) or "id" not in d or not isinstance(d.get("text"), str):
+      raise ValueError(f"{where}: each line needs an \"id\" and a string \"text\"")
+    if d.setdefault("role", "user") not in ROLES:
+      raise ValueError(f"{where}: \"role\" must be one of {ROLES}, got {d['role']!r}")
+    items.append(d)
   return items
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import collections
 import json
 import os
+from collections.abc import Iterator
+from typing import Any
 
 from telugu_jax.safety.filter import SafetyFilter
 from telugu_jax.safety.rules import ROLES
@@ -23,27 +25,35 @@ from telugu_jax.safety.rules import ROLES
 HARMLESS = ("safe", "identity")
 
 
-def read_labelled(path: str | os.PathLike) -> list[dict]:
-  """Lines of a labelled JSONL file; a malformed line raises ValueError naming file:line."""
-  items, seen = [], set()
+def json_lines(path: str | os.PathLike, hint: str = "") -> Iterator[tuple[str, Any]]:
+  """(file:line, parsed value) for each non-blank line of a JSONL file; invalid JSON raises ValueError naming
+  file:line (and `hint`, what a line should hold). The safety readers validate the values themselves."""
   with open(path, encoding="utf-8") as f:
     for n, line in enumerate(f, 1):
       if not line.strip():
         continue
       where = f"{os.fspath(path)}:{n}"
       try:
-        d = json.loads(line)
+        yield where, json.loads(line)
       except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: invalid JSON ({e.msg})") from None
-      missing = [k for k in ("id", "text", "label") if not isinstance(d.get(k), str)]
-      if missing:
-        raise ValueError(f"{where}: needs string fields {missing}")
-      if d.setdefault("role", "user") not in ROLES:
-        raise ValueError(f"{where}: role must be one of {ROLES}, got {d['role']!r}")
-      if d["id"] in seen:
-        raise ValueError(f"{where}: duplicate id {d['id']!r}")
-      seen.add(d["id"])
-      items.append(d)
+        raise ValueError(f"{where}: invalid JSON ({e.msg}){hint}") from None
+
+
+def read_labelled(path: str | os.PathLike) -> list[dict]:
+  """Lines of a labelled JSONL file; a malformed line raises ValueError naming file:line."""
+  items, seen = [], set()
+  for where, d in json_lines(path):
+    if not isinstance(d, dict):
+      raise ValueError(f"{where}: each line must be a JSON object with \"id\", \"text\" and \"label\"")
+    missing = [k for k in ("id", "text", "label") if not isinstance(d.get(k), str)]
+    if missing:
+      raise ValueError(f"{where}: needs string fields {missing}")
+    if d.setdefault("role", "user") not in ROLES:
+      raise ValueError(f"{where}: role must be one of {ROLES}, got {d['role']!r}")
+    if d["id"] in seen:
+      raise ValueError(f"{where}: duplicate id {d['id']!r}")
+    seen.add(d["id"])
+    items.append(d)
   return items
 
 
