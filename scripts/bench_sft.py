@@ -63,12 +63,14 @@ def run(args) -> list[dict]:
   import numpy as np
 
   from telugu_jax.chat_format import ChatFormat
+  from telugu_jax.config import load_config
   from telugu_jax.data.records import write_jsonl
-  from telugu_jax.demo import bundled_prose, load_config
+  from telugu_jax.demo import bundled_prose
   from telugu_jax.model import Llama, LlamaConfig
   from telugu_jax.model.io import save_model
   from telugu_jax.tokenizer import train_sentencepiece
   from telugu_jax.train.loop import train_and_evaluate
+  from telugu_jax.train.settings import RunSettings
 
   work = args.workdir or tempfile.mkdtemp(prefix="bench_sft_")
   t0 = time.perf_counter()
@@ -106,7 +108,7 @@ def run(args) -> list[dict]:
   c.train.sample_every = 0
   c.mesh.devices = 1
   t1 = time.perf_counter()
-  result = train_and_evaluate(c)
+  result = train_and_evaluate(RunSettings.from_config(c))
   wall = time.perf_counter() - t1
   with open(os.path.join(c.workdir, "metrics.jsonl")) as f:
     logs = [json.loads(line) for line in f]

@@ -12,14 +12,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.resources
-import importlib.util
 import json
 import os
 import time
 
 from telugu_jax.data.records import Conversation, read_jsonl, write_jsonl
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def assets():
@@ -101,53 +98,38 @@ def make_tokenizer(workdir: str, text_path: str, vocab_size: int):
   return tok
 
 
-def load_config(name: str):
-  """A configs/NAME.py get_config() from the repository (the demo runs from a checkout)."""
-  path = os.path.join(REPO, "configs", f"{name}.py")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: run the demo from a checkout of the repository")
-  spec = importlib.util.spec_from_file_location(f"telugu_jax_configs_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
+def _settings(name: str, overrides: list[str]):
+  from telugu_jax.config import load_config
+  from telugu_jax.train.settings import RunSettings
+
+  return RunSettings.from_config(load_config(name, overrides))
 
 
-def pretrain_config(workdir: str, paths: dict, tokenizer_dir: str, preset: str, steps: int, seq_len: int,
-                    batch_size: int):
-  c = load_config("pretrain")
-  c.workdir = os.path.join(workdir, "base")
-  c.base = ""
-  c.tokenizer = tokenizer_dir
-  c.model.preset = preset
-  c.data.train = (paths["text_train"],)
-  c.data.validation = (paths["text_val"],)
-  c.data.max_seq_len = seq_len
-  c.data.batch_size = batch_size
-  c.data.num_packing_bins = 8
-  c.optim.lr = 3e-3
-  c.optim.warmup_steps = max(1, steps // 20)
-  c.optim.weight_decay = 0.01
-  c.train.max_steps = steps
-  c.train.dtype = "float32"
-  c.train.log_every = 10
-  c.train.eval_every = steps
-  c.train.save_every = steps
-  c.mesh.devices = 1  # a tiny model: data parallelism over fake CPU devices only adds overhead
-  return c
+def base_overrides(workdir: str, paths: dict) -> list[str]:
+  """Where the demo's base run reads and writes, for configs/demo_base.py (or smoke_base.py)."""
+  return [f"--config.workdir={os.path.join(workdir, 'base')}",
+          f"--config.tokenizer={os.path.join(workdir, 'tokenizer')}",
+          f"--config.data.train={paths['text_train']}", f"--config.data.validation={paths['text_val']}"]
+
+
+def sft_overrides(workdir: str, paths: dict) -> list[str]:
+  """Where the demo's SFT run reads and writes, for configs/demo.py (or smoke.py)."""
+  return [f"--config.workdir={os.path.join(workdir, 'sft')}", f"--config.base={os.path.join(workdir, 'base')}",
+          f"--config.data.train={paths['train']}", f"--config.data.validation={paths['val']}"]
 
 
 def evaluate_demo(workdir: str, base: str, sft: str, paths: dict, per_category: int, heldout: int) -> dict:
   """The base-vs-SFT evaluation (telugu_jax.evaluate, configs/eval.py) on a few questions of each category
   and held-out prompts: perplexities, compliance, fidelity, chrF++, and the HTML report."""
+  from telugu_jax.config import load_config
   from telugu_jax.evaluate.run import run as evaluate
 
-  ev = load_config("eval")
-  ev.systems = {"base": base, "sft-lora": sft}
-  ev.output = os.path.join(workdir, "eval")
-  ev.data.heldout, ev.data.prose = paths["val"], paths["text_val"]
-  ev.questions.per_category = per_category
-  ev.heldout_answers.limit = heldout
-  ev.generation.max_new_tokens = 64
+  ev = load_config("eval", [f"--config.output={os.path.join(workdir, 'eval')}",
+                            f"--config.data.heldout={paths['val']}", f"--config.data.prose={paths['text_val']}",
+                            f"--config.questions.per_category={per_category}",
+                            f"--config.heldout_answers.limit={heldout}", "--config.generation.max_new_tokens=64"])
+  with ev.unlocked():
+    ev.systems = {"base": base, "sft-lora": sft}   # a dict of names: replaced whole, not one key
   return evaluate(ev)
 
 
@@ -175,11 +157,13 @@ def print_samples(workdir: str, n: int) -> None:
       print(f"  reference: {line(base['reference'])}")
 
 
-def run(workdir: str = "runs/demo", *, preset: str = "demo", vocab_size: int = 2048, pretrain_steps: int = 160,
-        pretrain_seq_len: int = 256, pretrain_batch: int = 16, sft_config: str = "demo", sft_overrides=None,
-        report_questions: int = 2, samples: int = 4) -> dict:
-  """The whole demo. `report_questions` questions per category go into the evaluation report (0: only
-  perplexity, as the test suite's smoke run does); `samples` answers are printed."""
+def run(workdir: str = "runs/demo", *, base_config: str = "demo_base", sft_config: str = "demo", vocab_size: int = 2048,
+        base_args: list[str] | None = None, sft_args: list[str] | None = None, report_questions: int = 2,
+        samples: int = 4) -> dict:
+  """The whole demo: configs `base_config` (pretraining) and `sft_config` (SFT), their paths moved under
+  `workdir`, plus `base_args`/`sft_args` overrides (`--config.a.b=value`). `report_questions` questions per
+  category go into the evaluation report (0: only perplexity, as the test suite's smoke run does); `samples`
+  answers are printed."""
   from telugu_jax.evaluate.perplexity import perplexity
   from telugu_jax.model.io import is_model_dir, load_model, resolve_model_dir
   from telugu_jax.train.loop import train_and_evaluate
@@ -193,20 +177,13 @@ def run(workdir: str = "runs/demo", *, preset: str = "demo", vocab_size: int = 2
 
   base_run = os.path.join(workdir, "base")
   if not is_model_dir(resolve_model_dir(base_run)):
-    print(f"\n== pretraining the {preset} base on bundled Telugu text ({pretrain_steps} steps) ==")
-    train_and_evaluate(pretrain_config(workdir, paths, os.path.join(workdir, "tokenizer"), preset, pretrain_steps,
-                                       pretrain_seq_len, pretrain_batch))
+    base = _settings(base_config, base_overrides(workdir, paths) + list(base_args or ()))
+    print(f"\n== pretraining the {base.model.preset} base on bundled Telugu text ({base.train.max_steps} steps) ==")
+    train_and_evaluate(base)
   print(f"base: {resolve_model_dir(base_run)}")
 
-  c = load_config(sft_config)
-  c.workdir = os.path.join(workdir, "sft")
-  c.base = base_run
-  c.data.train = (paths["train"],)
-  c.data.validation = (paths["val"],)
-  for k, v in (sft_overrides or {}).items():
-    section, key = k.split(".")
-    c[section][key] = v
-  print(f"\n== LoRA SFT on {paths['train']} ==")
+  c = _settings(sft_config, sft_overrides(workdir, paths) + list(sft_args or ()))
+  print(f"\n== {c.mode} SFT on {paths['train']} ==")
   result = train_and_evaluate(c)
   print(f"sft: {result.model_dir}")
 
@@ -238,9 +215,9 @@ def run(workdir: str = "runs/demo", *, preset: str = "demo", vocab_size: int = 2
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", default="runs/demo")
-  p.add_argument("--pretrain-steps", type=int, default=160)
+  p.add_argument("--pretrain-steps", type=int, default=0, help="override configs/demo_base.py's train.max_steps")
   args = p.parse_args(argv)
-  run(args.workdir, pretrain_steps=args.pretrain_steps)
+  run(args.workdir, base_args=[f"--config.train.max_steps={args.pretrain_steps}"] if args.pretrain_steps else None)
 
 
 if __name__ == "__main__":

@@ -79,5 +79,5 @@ def smoke_run(tmp_path_factory):
   from telugu_jax import demo
 
   workdir = tmp_path_factory.mktemp("smoke")
-  return demo.run(str(workdir), preset="smoke", vocab_size=512, pretrain_steps=40, pretrain_seq_len=128,
-                  pretrain_batch=8, sft_config="smoke", report_questions=0, samples=0)
+  return demo.run(str(workdir), base_config="smoke_base", sft_config="smoke", vocab_size=512, report_questions=0,
+                  samples=0)

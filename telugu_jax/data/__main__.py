@@ -8,57 +8,21 @@
     python -m telugu_jax.data mix       --in runs/data/dedupe/records.jsonl --out runs/data/mix
     python -m telugu_jax.data prepare   --config configs/data.py
 
-Settings come from `--config` (default configs/data.py) with overrides like
-`--config.clean.min_telugu_ratio=0.6`; a key that does not exist is an error. Each stage prints its
-summary table (in, out, dropped per reason) and writes it to DIR/summary.json.
+Settings come from `--config` (default configs/data.py, the packaged one outside a checkout) with overrides
+like `--config.clean.min_telugu_ratio=0.6` (telugu_jax.config.load_config); a key that does not exist is an
+error. Each stage prints its summary table (in, out, dropped per reason) and writes it to DIR/summary.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import json
-import os
-import runpy
 import sys
-from typing import Any
+
+from telugu_jax.config import load_config
+from telugu_jax.errors import UserError, run_cli
 
 STAGES = ("read", "translate", "synth", "clean", "dedupe", "mix", "prepare")
-
-
-def load_config(path: str, overrides: list[str]) -> Any:
-  """`get_config()` from a config file, with `--config.a.b=value` overrides applied (typos fail)."""
-  if not os.path.exists(path):
-    raise SystemExit(f"config file {path} not found; pass --config PATH (see configs/data.py in the repository)")
-  cfg = runpy.run_path(path)["get_config"]()
-  for item in overrides:
-    if not item.startswith("--config.") or "=" not in item:
-      raise SystemExit(f"unrecognised argument {item!r}; overrides look like --config.clean.min_telugu_ratio=0.6")
-    dotted, raw = item[len("--config."):].split("=", 1)
-    *parents, leaf = dotted.split(".")
-    node = cfg
-    for p in parents:
-      if p not in node:
-        raise SystemExit(f"--config.{dotted}: no setting {p!r}; choose from {sorted(node.keys())}")
-      node = node[p]
-    if leaf not in node:
-      raise SystemExit(f"--config.{dotted}: no setting {leaf!r}; choose from {sorted(node.keys())}")
-    try:
-      value = ast.literal_eval(raw)
-    except (ValueError, SyntaxError):
-      value = raw
-    old = node[leaf]
-    if isinstance(old, bool) and not isinstance(value, bool):
-      raise SystemExit(f"--config.{dotted} is a boolean: write True or False")
-    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-      value = float(value)
-    if isinstance(old, str) and not isinstance(value, str):
-      value = raw
-    try:
-      node[leaf] = value
-    except (TypeError, ValueError) as e:
-      raise SystemExit(f"--config.{dotted}={raw}: {e}") from None
-  return cfg
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -114,7 +78,7 @@ def main(argv: list[str] | None = None) -> dict:
 
       return prepare(cfg, progress=progress)
   except (ValueError, FileNotFoundError) as e:
-    raise SystemExit(f"error: {e}") from None
+    raise UserError(str(e)) from None
   if s.get("cached") and progress:
     from telugu_jax.data.stage import format_table
 
@@ -125,4 +89,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(run_cli(lambda argv: main(argv) and 0))

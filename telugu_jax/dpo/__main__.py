@@ -26,22 +26,15 @@ def _print(obj) -> None:
 
 
 def demo_config(workdir: str, paths: dict, steps: int):
-  """configs/dpo.py shrunk for the CPU demo model (as configs/demo.py shrinks configs/lora.py)."""
-  from telugu_jax.demo import load_config
+  """configs/dpo_demo.py with this demo's paths and step count."""
+  from telugu_jax.config import load_config
+  from telugu_jax.train.settings import RunSettings
 
-  c = load_config("dpo")
-  c.workdir = os.path.join(workdir, "dpo")
-  c.base = os.path.join(workdir, "sft")
-  c.data.train, c.data.validation = (paths["train"],), (paths["val"],)
-  c.data.max_seq_len = 512
-  c.data.batch_size = 8
-  c.lora.rank, c.lora.alpha, c.lora.dropout = 16, 32.0, 0.0
-  c.optim.lr, c.optim.warmup_steps = 3e-3, 5
-  c.dpo.beta = 0.3
-  c.train.max_steps = steps
-  c.train.dtype = c.train.frozen_dtype = "float32"
-  c.train.log_every, c.train.eval_every, c.train.save_every = 10, max(steps // 2, 1), steps
-  return c
+  return RunSettings.from_config(load_config("dpo_demo", [
+      f"--config.workdir={os.path.join(workdir, 'dpo')}", f"--config.base={os.path.join(workdir, 'sft')}",
+      f"--config.data.train={paths['train']}", f"--config.data.validation={paths['val']}",
+      f"--config.train.max_steps={steps}", f"--config.train.eval_every={max(steps // 2, 1)}",
+      f"--config.train.save_every={steps}"]))
 
 
 def main(argv: list[str] | None = None) -> int:

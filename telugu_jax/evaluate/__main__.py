@@ -1,4 +1,4 @@
-"""`python -m telugu_jax.evaluate --config configs/eval.py [--config.output=runs/x/eval ...]`
+"""`python -m telugu_jax.evaluate --config configs/eval.py [--config.output=runs/x/eval ...] [--debug]`
 
 Evaluates every system in the config (perplexity, answers, automatic metrics), exports blind rating sheets,
 and writes OUTPUT/results.json, answers.jsonl and report.html. After raters return their sheets:
@@ -7,32 +7,36 @@ and writes OUTPUT/results.json, answers.jsonl and report.html. After raters retu
         --config.rating.sheets='("ratings/alice.csv","ratings/bob.csv")'
 """
 
-from absl import app
-from ml_collections import config_flags
+from __future__ import annotations
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/eval.py or a copy of it", lock_config=True)
+import sys
+
+from telugu_jax.config import ConfigError, load_config, split_config_args
+from telugu_jax.errors import UserError, run_cli
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments {argv[1:]}; overrides look like --config.output=runs/x/eval")
+def main(argv: list[str]) -> int:
+  spec, overrides, rest = split_config_args(argv)
+  if rest:
+    raise ConfigError(f"unexpected arguments {rest}; overrides look like --config.output=runs/x/eval")
+  if spec is None:
+    raise ConfigError("--config is required, e.g. --config configs/eval.py")
   from absl import logging
 
   from telugu_jax.evaluate.rating import RatingSheetError
   from telugu_jax.evaluate.run import EvaluationError, run
 
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
-  config = _CONFIG.value
-  if config is None:
-    raise app.UsageError("--config is required, e.g. --config configs/eval.py")
+  config = load_config(spec, overrides)
   try:
     results = run(config)
   except (EvaluationError, RatingSheetError) as e:
-    raise SystemExit(f"error: {e}") from None
+    raise UserError(str(e)) from None
   print(f"report: {results['files']['report']}\nresults: {results['files']['results']}")
   if results.get("rating_kit"):
     print(f"rating sheets: {', '.join(results['rating_kit']['sheets'])} (key: {results['rating_kit']['key']})")
+  return 0
 
 
 if __name__ == "__main__":
-  app.run(main)
+  sys.exit(run_cli(main))

@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from telugu_jax.data.__main__ import load_config, main
+from telugu_jax.config import ConfigError, load_config
+from telugu_jax.data.__main__ import main
 from telugu_jax.data.pipeline import prepare
 from telugu_jax.data.records import read_jsonl
 
@@ -68,7 +69,7 @@ def test_cli_stage_and_config_errors(tmp_path):
                         str(tmp_path / "c"), "--config", CONFIG, "--quiet"], capture_output=True, text=True, cwd=REPO)
   assert out.returncode == 0, out.stderr
   assert json.loads(out.stdout.strip().splitlines()[-1]) == {"stage": "clean", "in": 6, "out": 6, "rejected": {}}
-  with pytest.raises(SystemExit, match="no setting 'min_telugu_ratoi'"):
+  with pytest.raises(ConfigError, match="no setting 'clean.min_telugu_ratoi'"):
     main(["clean", "--in", str(src), "--out", str(tmp_path / "d"), "--config", CONFIG,
           "--config.clean.min_telugu_ratoi=0.5"])
   s = main(["clean", "--in", str(src), "--out", str(tmp_path / "d"), "--config", CONFIG, "--quiet",

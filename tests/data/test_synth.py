@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from telugu_jax.data.__main__ import load_config
+from telugu_jax.config import load_config
 from telugu_jax.data.records import read_jsonl
 from telugu_jax.data.synth import CATEGORIES, TEMPLATES, JSONReplyError, parse_pairs, plan_requests, run_synth
 

@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from telugu_jax.data.__main__ import load_config
+from telugu_jax.config import load_config
 from telugu_jax.data.records import Conversation, read_jsonl, write_jsonl
 from telugu_jax.data.translate import run_translate, split_sentences
 from telugu_jax.data.translate.protect import PlaceholderError, mask, split_code, unmask

@@ -17,6 +17,7 @@ from telugu_jax.dpo.objective import DPOConfig, dpo_sums
 from telugu_jax.model import Llama, LoraConfig
 from telugu_jax.model.io import load_model
 from telugu_jax.model.lora import merge_lora
+from telugu_jax.train.settings import RunSettings
 
 from .conftest import DPO_STEPS
 
@@ -103,7 +104,7 @@ def test_short_run_raises_heldout_accuracy_and_margin(smoke_dpo, smoke_run, demo
 @pytest.mark.slow
 def test_full_finetuning_precomputed_reference_equals_frozen_copy(smoke_run, demo_prefs, tmp_path):
   """mode=full: reference log-probs computed once before training give the same run as a frozen copy."""
-  from telugu_jax.demo import load_config
+  from telugu_jax.config import load_config
   from telugu_jax.dpo.train import train_dpo
 
   runs = {}
@@ -116,7 +117,7 @@ def test_full_finetuning_precomputed_reference_equals_frozen_copy(smoke_run, dem
     c.dpo.precompute_reference = name == "precomputed"
     c.train.max_steps, c.train.dtype, c.train.frozen_dtype = 3, "float32", "float32"
     c.train.log_every, c.train.eval_every, c.train.async_checkpoint, c.mesh.devices = 1, 3, False, 1
-    train_dpo(c, log_to_console=False)
+    train_dpo(RunSettings.from_config(c), log_to_console=False)
     runs[name] = [json.loads(x) for x in open(tmp_path / name / "metrics.jsonl")]
   for a, b in zip(runs["copy"], runs["precomputed"], strict=True):
     for key in ("loss", "reward_margin", "reward_accuracy", "val_loss", "val_reward_margin"):

@@ -3,7 +3,6 @@ recomputations, a rating round trip through the report mode, and the HTML opened
 (plots decoded with non-zero size, every number shown equal to the JSON)."""
 
 import csv
-import importlib.util
 import json
 import os
 import re
@@ -14,6 +13,7 @@ from html.parser import HTMLParser
 import pytest
 import sacrebleu
 
+from telugu_jax.config import load_config
 from telugu_jax.evaluate import rating
 from telugu_jax.evaluate.report import fmt
 from telugu_jax.evaluate.run import run
@@ -22,12 +22,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def eval_config(smoke_run, out):
-  spec = importlib.util.spec_from_file_location("eval_config", os.path.join(REPO, "configs", "eval.py"))
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  c = mod.get_config()
+  c = load_config("eval")
   w = smoke_run["workdir"]
-  c.systems = {"base": os.path.join(w, "base"), "sft-lora": os.path.join(w, "sft")}
+  with c.unlocked():
+    c.systems = {"base": os.path.join(w, "base"), "sft-lora": os.path.join(w, "sft")}
   c.data.heldout = os.path.join(w, "data", "val.jsonl")
   c.data.prose = os.path.join(w, "text", "val.txt")
   c.output = str(out)

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from telugu_jax.chat_format import ChatFormat
+from telugu_jax.config import load_config
 from telugu_jax.data.records import Conversation, write_jsonl
 from telugu_jax.train.checkpoint import RunCheckpoints
 from telugu_jax.train.loop import TrainingError, train_and_evaluate
+from telugu_jax.train.settings import RunSettings
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -31,14 +33,9 @@ PAIRS = [
 ]
 
 
-def load_config(name):
-  sys.path.insert(0, os.path.join(REPO, "configs"))
-  try:
-    from telugu_jax.demo import load_config as lc
-
-    return lc(name)
-  finally:
-    sys.path.pop(0)
+def train(cfg):
+  """One run of the loop from a (mutated) ConfigDict, as the CLI does it."""
+  return train_and_evaluate(RunSettings.from_config(cfg), log_to_console=False)
 
 
 def tiny_full_config(tmp_path, data, tok_dir, steps, **train_kw):
@@ -84,7 +81,7 @@ def test_overfit_then_answers_and_stops(tmp_path, overfit_data, sp_tokenizer):
   cfg.train.log_every = 50
   cfg.train.sample_every = 300
   cfg.train.sample_prompts = (PAIRS[1][0],)
-  result = train_and_evaluate(cfg, log_to_console=False)
+  result = train(cfg)
   log = [json.loads(line) for line in open(os.path.join(result.workdir, "metrics.jsonl"))]
   assert log[0]["loss"] > 3.0 and log[-1]["loss"] < 0.05, (log[0]["loss"], log[-1]["loss"])
   assert log[-1]["accuracy"] == 1.0  # every answer token (and every end token) is the argmax
@@ -192,7 +189,7 @@ def test_missing_base_says_how_to_get_one(tmp_path, overfit_data):
   cfg.mode = "lora"
   cfg.base = str(tmp_path / "nope")
   with pytest.raises(TrainingError, match="python -m telugu_jax.convert .*make demo"):
-    train_and_evaluate(cfg, log_to_console=False)
+    train(cfg)
 
 
 def test_cli_rejects_unknown_override(tmp_path):
@@ -215,13 +212,13 @@ def test_resume_on_more_devices(tmp_path, overfit_data):
   cfg = tiny_full_config(tmp_path, overfit_data / "train.jsonl", overfit_data / "tok", steps=12,
                          save_every=4, keep_best=0)
   cfg.optim.lr = 1e-3
-  train_and_evaluate(cfg, log_to_console=False)
+  train(cfg)
   want = _losses(cfg.workdir)
   import shutil
 
   shutil.rmtree(os.path.join(cfg.workdir, "checkpoints", "12"))  # as if killed after step 8's checkpoint
   cfg.mesh.devices, cfg.mesh.shape = 2, (2, 1, 1)
-  result = train_and_evaluate(cfg, log_to_console=False)
+  result = train(cfg)
   assert result.steps == 12
   got = _losses(cfg.workdir)  # the later lines (steps 9-12, resumed) overwrite the first run's
   for step in range(9, 13):
@@ -234,14 +231,14 @@ def test_nan_guard_names_step_and_checkpoint(tmp_path, overfit_data):
   cfg = tiny_full_config(tmp_path, overfit_data / "train.jsonl", overfit_data / "tok", steps=20, save_every=2)
   cfg.optim.name, cfg.optim.lr, cfg.optim.clip_norm = "sgd", 1e30, 0.0
   with pytest.raises(TrainingDiverged, match=r"at step \d+; last good checkpoint: step \d+ in .*checkpoints"):
-    train_and_evaluate(cfg, log_to_console=False)
+    train(cfg)
 
 
 def test_early_stopping(tmp_path, overfit_data):
   cfg = tiny_full_config(tmp_path, overfit_data / "train.jsonl", overfit_data / "tok", steps=40, eval_every=2,
                          patience=2, min_delta=100.0)  # no evaluation can improve by 100 nats: stop after 3
   cfg.data.validation = (str(overfit_data / "train.jsonl"),)
-  result = train_and_evaluate(cfg, log_to_console=False)
+  result = train(cfg)
   assert result.steps == 6
   evals = [json.loads(line) for line in open(os.path.join(result.workdir, "metrics.jsonl")) if "val_loss" in line]
   assert [e["step"] for e in evals] == [2, 4, 6]
@@ -259,7 +256,7 @@ def test_300m_preset_runs_a_step_on_cpu(tmp_path):
 
 
 def test_attention_kernel_choice():
-  from telugu_jax.train.loop import attention_kernel
+  from telugu_jax.train.core import attention_kernel
 
   assert attention_kernel("auto", "bfloat16") == "xla"  # this CPU: no cuDNN
   assert attention_kernel("auto", "bfloat16", 64, backend="gpu") == "cudnn"

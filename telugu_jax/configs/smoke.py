@@ -4,11 +4,7 @@ The test suite trains it once per session (tests/conftest.py `smoke_run`); chat,
 export tests share that run.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import lora  # noqa: E402
+from telugu_jax.configs import lora
 
 
 def get_config():

@@ -5,11 +5,7 @@
 It is configs/lora.py shrunk (big_vision's "runlocal" idea), not a copy.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import lora  # noqa: E402
+from telugu_jax.configs import lora
 
 
 def get_config():

@@ -13,6 +13,7 @@ LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", 
 
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
+  c.objective = "sft"                  # "sft" (SFT or pretraining) | "dpo" (configs/dpo.py)
   c.workdir = "runs/lora"
   c.base = "checkpoints/base"          # a model directory (python -m telugu_jax.convert ...)
   c.tokenizer = ""                     # default: the base's tokenizer/
@@ -70,6 +71,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.keep_best = 1
   c.train.patience = 0                 # early stopping after this many evaluations without improvement (0: off)
   c.train.min_delta = 0.0
+  c.train.export = "best"              # WORKDIR/model: "best" checkpoint by validation loss | "last" state
   c.train.async_checkpoint = True
   c.train.peak_tflops = 0.0            # per device, for MFU; 0: look up the device kind
   c.train.sample_every = 0             # greedy answers to sample_prompts every N steps (0: off) -> samples.jsonl

@@ -10,7 +10,7 @@ import os
 
 import ml_collections
 
-_DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "telugu_jax", "assets", "demo")
+_DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "assets", "demo")  # package data
 
 
 def source(name: str, paths: list[str], format: str = "auto", translate: bool = False, **options):

@@ -3,11 +3,7 @@
     python -m telugu_jax.train --config configs/pretrain.py --config.data.train='("corpus.txt",)'
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(__file__))
-import lora  # noqa: E402
+from telugu_jax.configs import lora
 
 
 def get_config():

@@ -12,17 +12,14 @@ SFT model, and much larger steps make the log-probs of *both* answers fall (the 
 fine-tuning use ~5e-7 (TRL's default is 1e-6).
 """
 
-import os
-import sys
+import ml_collections
 
-sys.path.insert(0, os.path.dirname(__file__))
-import lora  # noqa: E402
-import ml_collections  # noqa: E402
+from telugu_jax.configs import lora
 
 
 def get_config() -> ml_collections.ConfigDict:
   c = lora.get_config()
-  c.objective = "dpo"                  # telugu_jax/train/__main__.py dispatches on this
+  c.objective = "dpo"                  # telugu_jax.train.tasks.OBJECTIVES: the DPO task
   c.workdir = "runs/dpo"
   c.base = "runs/lora"                 # the SFT model (adapter or full weights): the start and the reference
   c.data.kind = "preference"

@@ -1,0 +1,30 @@
+"""The CPU demo's base: a ~5M-parameter `demo` LLaMA pretrained on the bundled Telugu prose (`make demo`).
+
+It is configs/pretrain.py shrunk; `telugu_jax.demo` writes the data and the tokenizer it names, then trains it
+with the same trainer as every other run. Paths are relative to where the demo runs (its --workdir moves them).
+"""
+
+from telugu_jax.configs import pretrain
+
+
+def get_config():
+  c = pretrain.get_config()
+  c.workdir = "runs/demo/base"
+  c.base = ""                          # from scratch
+  c.tokenizer = "runs/demo/tokenizer"
+  c.model.preset = "demo"
+  c.data.train = ("runs/demo/text/train.txt",)
+  c.data.validation = ("runs/demo/text/val.txt",)
+  c.data.max_seq_len = 256
+  c.data.batch_size = 16
+  c.data.num_packing_bins = 8
+  c.optim.lr = 3e-3
+  c.optim.warmup_steps = 8
+  c.optim.weight_decay = 0.01
+  c.train.max_steps = 160
+  c.train.dtype = "float32"            # bf16 matmuls are emulated (slow) on most CPUs
+  c.train.log_every = 10
+  c.train.eval_every = 160
+  c.train.save_every = 160
+  c.mesh.devices = 1                   # a tiny model: data parallelism over fake CPU devices only adds overhead
+  return c
