@@ -16,6 +16,7 @@ import jax
 
 from telugu_jax.chat_format import ChatFormat
 from telugu_jax.model.io import LoadedModel
+from telugu_jax.train.core import evaluate_dataset
 from telugu_jax.train.loss import loss_sums
 
 
@@ -50,11 +51,9 @@ def perplexity(loaded: LoadedModel, paths: Sequence[str], *, kind: str = "sft", 
   trainable = {k: v for k, v in variables.items() if k == "lora"}
   frozen = {"params": variables["params"]}
   fn = jax.jit(functools.partial(loss_sums, model, deterministic=True))
-  ce, n = 0.0, 0.0
-  for batch in ds:
-    _, aux = fn(trainable, frozen, batch, None)
-    ce += float(aux["ce_sum"])
-    n += float(aux["tokens"])
-  loss = ce / max(n, 1.0)
+  sums = evaluate_dataset(lambda batch: {k: v for k, v in fn(trainable, frozen, batch, None)[1].items()
+                                         if k in ("ce_sum", "tokens")}, ds)
+  n = sums.get("tokens", 0.0)
+  loss = sums.get("ce_sum", 0.0) / max(n, 1.0)
   return Perplexity(loss=loss, ppl=math.exp(min(loss, 50.0)), tokens=int(n), records=int(summary.get("records", 0)),
                     rejected=dict(summary.get("rejected", {})), truncated=int(summary.get("truncated", 0)))

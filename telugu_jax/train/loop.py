@@ -133,14 +133,14 @@ def train_and_evaluate(run: RunSettings, *, log_to_console: bool = True, task: T
             functools.partial(_eval_batch, p_eval, state, mesh), data.validation()))
         logger.log_eval(step, val_metrics)
         val_losses[step] = val_metrics["val_loss"]
-        if best_val is None or val_metrics["val_loss"] < best_val - t.min_delta:
-          best_val, bad_evals = val_metrics["val_loss"], 0
-        else:
-          bad_evals += 1
+        improved = best_val is None or val_metrics["val_loss"] < best_val - t.min_delta
+        best_val, bad_evals = (val_metrics["val_loss"], 0) if improved else (best_val, bad_evals + 1)
       if t.sample_every and (step % t.sample_every == 0 or step == total_steps):
         write_samples(workdir, step, state, model_cfg, run.lora, tokenizer, list(t.sample_prompts), logger)
       # Orbax reads the sharded jax.Arrays directly: each host writes its own shards, nothing is gathered.
-      if step % t.save_every == 0 or step == total_steps or (t.patience and bad_evals >= t.patience):
+      # A new best evaluation is saved too (keep_best retains it), so the best model can be exported.
+      new_best = val_metrics is not None and t.keep_best > 0 and bad_evals == 0
+      if step % t.save_every == 0 or step == total_steps or new_best or (t.patience and bad_evals >= t.patience):
         ckpts.save(step, state, data_iter.get_state(), metrics=val_metrics, force=True)
       if t.patience and bad_evals >= t.patience:
         logger.info(f"early stop at step {step}: val loss has not improved for {bad_evals} evaluations")
