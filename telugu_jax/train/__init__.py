@@ -4,8 +4,17 @@ The public pieces, for a loop of your own (docs/custom_loop.md):
 """
 
 from telugu_jax.train.checkpoint import RunCheckpoints
-from telugu_jax.train.core import (evaluate_dataset, export_state, init_state, jit_steps, load_base, make_run_mesh,
-                                   restore_state, to_host, with_train_settings)
+from telugu_jax.train.core import (
+                                   evaluate_dataset,
+                                   export_state,
+                                   init_state,
+                                   jit_steps,
+                                   load_base,
+                                   make_run_mesh,
+                                   restore_state,
+                                   to_host,
+                                   with_train_settings,
+)
 from telugu_jax.train.errors import TrainingDiverged, TrainingError
 from telugu_jax.train.loop import RunResult, train_and_evaluate
 from telugu_jax.train.optim import make_optimizer
