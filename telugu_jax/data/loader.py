@@ -210,7 +210,8 @@ def _rows_per_process(cfg: LoaderConfig, process_count: int) -> int:
 
 
 def _pipeline_kw(cfg: LoaderConfig, pad_id: int, shard: tuple[int, int], *, warn: bool = False) -> dict[str, Any]:
-  if warn and shard[1] > 1 and cfg.num_epochs is not None and shard[0] == 0:
+  # Validation passes (num_epochs=1, no shuffling) are fine: train.core.evaluate_dataset pads ended shards.
+  if warn and shard[1] > 1 and cfg.num_epochs is not None and cfg.shuffle and shard[0] == 0:
     log.warning("num_epochs=%d with %d processes: packed shards end after different numbers of batches, and a "
                 "host that runs out first leaves the others waiting in a collective. Prefer num_epochs=None and "
                 "stop at epochs * count_batches(...) steps.", cfg.num_epochs, shard[1])

@@ -18,6 +18,9 @@ def main(argv: list[str]) -> int:
     raise ConfigError(f"unexpected arguments {rest}; overrides look like --config.optim.lr=1e-4")
   if spec is None:
     raise ConfigError("--config is required, e.g. --config configs/lora.py")
+  from telugu_jax.train.sharding import maybe_initialize_distributed
+
+  maybe_initialize_distributed()   # before any other JAX call; a no-op on one host
   from telugu_jax.train.loop import train_and_evaluate
   from telugu_jax.train.settings import RunSettings
 

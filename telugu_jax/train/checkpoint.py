@@ -11,11 +11,14 @@ in the run config, never copied. Tools that need weights only restore `state` an
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers as cm
 
 
@@ -40,9 +43,11 @@ class RunCheckpoints:
 
   def save(self, step: int, state: Any, data_state: dict | None, metrics: dict | None = None,
            force: bool = False) -> bool:
+    """Every process calls it. `data_state` is this process's iterator state: each process reads its own
+    shard, so the checkpoint keeps all of them (gathered; process 0 writes) and each resumes at its own."""
     args = {"state": ocp.args.StandardSave(_state_tree(state))}
     if data_state is not None:
-      args["data"] = ocp.args.JsonSave(data_state)
+      args["data"] = ocp.args.JsonSave({"process_states": gather_json(data_state)})
     return self.manager.save(step, args=ocp.args.Composite(**args), metrics=metrics, force=force)
 
   def latest_step(self) -> int | None:
@@ -61,7 +66,12 @@ class RunCheckpoints:
     if with_data and self._has_item(step, "data"):
       args["data"] = ocp.args.JsonRestore()
     out = self.manager.restore(step, args=ocp.args.Composite(**args))
-    return out["state"], (out["data"] if "data" in args else None)
+    data = out["data"] if "data" in args else None
+    if data is not None and "process_states" in data:
+      states = data["process_states"]
+      # Written by another number of processes: the shards differ, no position carries over.
+      data = states[jax.process_index()] if len(states) == jax.process_count() else None
+    return out["state"], data
 
   def _has_item(self, step: int, name: str) -> bool:
     return os.path.isdir(os.path.join(self.directory, str(step), name))
@@ -72,6 +82,18 @@ class RunCheckpoints:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def gather_json(obj: Any) -> list:
+  """[obj of process 0, obj of process 1, ...] on every process (a collective when there are several)."""
+  if jax.process_count() == 1:
+    return [obj]
+  raw = np.frombuffer(json.dumps(obj).encode("utf-8"), np.uint8)
+  sizes = multihost_utils.process_allgather(np.array([raw.size], np.int64)).reshape(-1)
+  padded = np.zeros(int(sizes.max()), np.uint8)
+  padded[: raw.size] = raw
+  rows = multihost_utils.process_allgather(padded).reshape(len(sizes), -1)
+  return [json.loads(bytes(r[:n]).decode("utf-8")) for r, n in zip(rows, sizes, strict=True)]
 
 
 def _state_tree(state: Any) -> dict:

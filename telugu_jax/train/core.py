@@ -41,6 +41,8 @@ def to_host(tree: Any) -> Any:
   """numpy copies of a pytree of arrays on every process, gathering shards held by other processes."""
   def get(x):
     if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      if x.is_fully_replicated:
+        return np.asarray(x.addressable_data(0))
       return np.asarray(multihost_utils.process_allgather(x, tiled=True))
     return np.asarray(jax.device_get(x))
 
@@ -97,6 +99,7 @@ def load_base(run: RunSettings) -> Start:
 
 
 def make_run_mesh(mesh: MeshSettings) -> jax.sharding.Mesh:
+  """The run's mesh over the first `mesh.devices` devices (0: all of every process)."""
   devices = jax.devices()[: mesh.devices] if mesh.devices else None
   try:
     return sh.make_mesh(tuple(mesh.shape), devices=devices)
@@ -184,12 +187,35 @@ def restore_state(checkpoints: RunCheckpoints, step: int | str, state: TrainStat
 
 def evaluate_dataset(fn: Callable[[dict], dict], dataset: Iterable[dict]) -> dict[str, float]:
   """Σ over one pass of `dataset` of every scalar `fn(batch)` returns (callers divide: the sums keep the
-  token- or pair-weighting exact, whatever the batch sizes). Used by validation, perplexity and DPO."""
-  sums: dict[str, float] = {}
-  for batch in dataset:
-    for k, v in to_host(fn(batch)).items():
-      sums[k] = sums.get(k, 0.0) + float(v)
-  return sums
+  token- or pair-weighting exact, whatever the batch sizes). Used by validation, perplexity and DPO.
+
+  With several processes, each reads its own shard, and shards may pack into different numbers of batches;
+  `fn` is a collective, so every process runs it until all are out of batches, feeding all-zero batches
+  (loss mask 0: they add nothing to any sum) once its own shard has ended."""
+  if jax.process_count() == 1:
+    sums: dict[str, float] = {}
+    for batch in dataset:
+      _add(sums, fn(batch))
+    return sums
+  sums, it, template = {}, iter(dataset), None
+  while True:
+    batch = next(it, None)
+    if batch is not None and template is None:
+      template = jax.tree_util.tree_map(np.zeros_like, batch)
+    has = multihost_utils.process_allgather(np.array([batch is not None, template is not None], np.int32))
+    if not has[:, 0].any():
+      return sums
+    empty = [i for i, (b, t) in enumerate(has) if not b and not t]
+    if empty:  # every process raises, so none waits in a collective for it
+      raise TrainingError(f"process(es) {empty} have no validation batch at all while others have: add "
+                          "validation data or lower data.batch_size")
+    batch = template if batch is None else batch
+    _add(sums, fn(batch))
+
+
+def _add(sums: dict, out: dict) -> None:
+  for k, v in to_host(out).items():
+    sums[k] = sums.get(k, 0.0) + float(v)
 
 
 def export_state(workdir: str, state: TrainState, model_cfg: LlamaConfig, tokenizer, *,

@@ -63,7 +63,7 @@ def train_and_evaluate(run: RunSettings, *, log_to_console: bool = True, task: T
     raise TypeError("train_and_evaluate takes RunSettings: RunSettings.from_config(load_config(path, overrides))")
   task = task or task_for(run)
   t_begin = time.perf_counter()
-  sh.maybe_initialize_distributed()
+  sh.maybe_initialize_distributed()   # before any other JAX call (the CLI has called it already)
   workdir = os.path.abspath(run.workdir)
   os.makedirs(workdir, exist_ok=True)
   start = task.load(run)

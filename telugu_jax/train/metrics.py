@@ -43,6 +43,25 @@ def flops_per_token(cfg, seq_len: int, mode: str = "full") -> float:
   return factor * n_matmul + 3 * attn_fwd
 
 
+def _drop_rows_after(path: str, step: int) -> None:
+  """Keep only the rows of steps <= `step` (atomically), so each step is logged once across a resume."""
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    lines = f.readlines()
+  keep = []
+  for line in lines:
+    try:
+      if json.loads(line)["step"] <= step:
+        keep.append(line if line.endswith("\n") else line + "\n")
+    except (ValueError, KeyError, TypeError):
+      continue   # a line cut by a kill: the redone step writes it again
+  if len(keep) != len(lines):
+    with open(path + ".tmp", "w") as f:
+      f.writelines(keep)
+    os.replace(path + ".tmp", path)
+
+
 class MetricsLogger:
   def __init__(self, workdir: str, *, total_steps: int, start_step: int = 0, console: bool = True,
                peak_flops: float | None = None, flops_per_token: float = 0.0):
@@ -56,6 +75,7 @@ class MetricsLogger:
     self.tb = None
     self.bar = None
     if self.is_main:
+      _drop_rows_after(self.path, start_step)   # a resumed run redoes the steps after its checkpoint
       self.file = open(self.path, "a")
       try:
         from tensorboardX import SummaryWriter

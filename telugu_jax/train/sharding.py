@@ -33,14 +33,41 @@ RULES: tuple[tuple[str, tuple], ...] = (
 BATCH_AXES = ("data", "fsdp")
 
 
-def maybe_initialize_distributed() -> None:
-  """Join a multi-host job when the environment describes one (coordinator address set)."""
-  if os.environ.get("JAX_COORDINATOR_ADDRESS") and jax.process_count() == 1:
+def maybe_initialize_distributed() -> bool:
+  """Join a multi-process job when the environment describes one; call it before any other JAX call.
+
+  JAX_COORDINATOR_ADDRESS (host:port of process 0), JAX_NUM_PROCESSES and JAX_PROCESS_ID are read here and
+  passed on, because `jax.distributed.initialize()` reads no process count or id from the environment outside
+  the clusters it detects. Without a coordinator address, a detected cluster (Slurm with more than one task,
+  Open MPI, Kubernetes JobSet) initialises through JAX's own auto-detection. Returns whether this is a
+  multi-process run. Idempotent.
+  """
+  if jax.distributed.is_initialized():
+    return True
+  env = os.environ
+  if env.get("JAX_COORDINATOR_ADDRESS"):
+    n, pid = env.get("JAX_NUM_PROCESSES"), env.get("JAX_PROCESS_ID")
+    try:
+      jax.distributed.initialize(coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+                                 num_processes=int(n) if n else None, process_id=int(pid) if pid else None)
+    except ValueError as e:
+      raise ValueError(f"{e}; set JAX_NUM_PROCESSES and JAX_PROCESS_ID beside JAX_COORDINATOR_ADDRESS on every "
+                       "host (README: Training on several hosts)") from None
+    return True
+  if int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1 \
+      or env.get("JOBSET_NAME"):
     jax.distributed.initialize()
+    return True
+  return False
 
 
 def make_mesh(shape: Sequence[int] = (1, -1, 1), devices=None) -> Mesh:
   devices = np.asarray(devices if devices is not None else jax.devices())
+  missing = set(range(jax.process_count())) - {d.process_index for d in devices.flat}
+  if missing:
+    raise ValueError(f"the mesh's {devices.size} devices leave out process(es) {sorted(missing)}: every process "
+                     "feeds its rows to its own devices, so the mesh must hold devices of every process "
+                     "(mesh.devices=0 takes them all)")
   shape = list(shape)
   if len(shape) != 3:
     raise ValueError(f"mesh shape {shape} must have 3 entries for axes {AXES}")

@@ -74,8 +74,11 @@ def sft_datasets(run: RunSettings, start: Start, workdir: str) -> Datasets:
   from telugu_jax.data import loader as L
 
   d = run.data
+  # Unpacked batches are as wide as their longest row (rounded up); with several processes each would pick its
+  # own width and the global batch would not assemble: every process pads to max_seq_len instead.
+  pad = {"pad_to_multiple": d.max_seq_len} if (jax.process_count() > 1 and not d.packing) else {}
   cfg = L.LoaderConfig(max_seq_len=d.max_seq_len, batch_size=d.batch_size, packing=d.packing,
-                       num_packing_bins=d.num_packing_bins, shuffle=True, seed=d.seed, num_epochs=None)
+                       num_packing_bins=d.num_packing_bins, shuffle=True, seed=d.seed, num_epochs=None, **pad)
   eval_cfg = dataclasses.replace(cfg, shuffle=False, num_epochs=1)
   kw = dict(process_index=jax.process_index(), process_count=jax.process_count())
   tokenizer = start.tokenizer
