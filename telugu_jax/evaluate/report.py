@@ -2,7 +2,9 @@
 
 The plots are drawn with matplotlib's object API (no pyplot global state) and embedded as base64 PNG, so
 the file can be mailed or archived alone. Plot labels are in English (matplotlib's default fonts have no
-Telugu glyphs); Telugu text goes in HTML tables, where the browser's fonts render it.
+Telugu glyphs, and matplotlib does not shape Telugu conjuncts); Telugu text goes in HTML tables. The Telugu
+font is embedded too (`telugu_jax.webfont.embedded_css`, about 115 KB), so a machine with no Telugu font shows
+letters, not boxes.
 
 Every number taken from results.json sits in an element with `data-path` = its '/'-separated path in the
 JSON, so a script (and the test) can check that the page shows what the JSON holds.
@@ -16,8 +18,11 @@ import io
 import json
 from collections.abc import Sequence
 
+from telugu_jax import webfont
+
 CSS = """
-body{font-family:"Noto Sans Telugu","Noto Sans",system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+body{font-family:"Noto Sans Telugu Subset","Noto Sans Telugu","Noto Sans",system-ui,sans-serif}
+body{margin:2em auto;max-width:1200px;color:#222}
 h1{font-size:1.6em} h2{margin-top:1.6em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.6em 0} th,td{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
 th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -312,7 +317,7 @@ def render(results: dict, rows: Sequence[dict], *, samples: int = 12) -> str:
   g = results.get("config", {}).get("generation", {})
   parts = [
       "<!DOCTYPE html>", '<html lang="te"><head><meta charset="utf-8"><title>telugu-jax evaluation</title>',
-      f"<style>{CSS}</style></head><body>",
+      f"<style>{webfont.embedded_css()}{CSS}</style></head><body>",
       f"<h1>Evaluation report</h1><p class='note'>{html.escape(results.get('created', ''))}; answer sets: {sets}; "
       f"generation: max_new_tokens {g.get('max_new_tokens')}, temperature {g.get('temperature')}.</p>",
       f"<ul>{systems}</ul>", warnings,
