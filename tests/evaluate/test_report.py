@@ -202,3 +202,27 @@ def test_report_renders_in_headless_chromium(evaluated, chromium, tmp_path):
               "systems/sft-lora/questions/overall/compliance", "systems/base/questions/overall/fidelity",
               "ratings/agreement/all"):
     assert key in shown
+
+
+def test_report_carries_its_telugu_font(evaluated, tmp_path):
+  """report.html embeds the Telugu font (data: URLs), and Chromium draws its Telugu in it: on a machine with no
+  Telugu font anything else is tofu. The control: the same file with the font data broken shows tofu."""
+  from tests import browser as browser_lib
+
+  report = evaluated["out"] / "report.html"
+  html_text = report.read_text(encoding="utf-8")
+  assert html_text.count("@font-face") == 2 and html_text.count("data:font/woff2;base64,") == 2
+  driver = browser_lib.start_driver(tmp_path / "profile", window="1300,1000")
+  try:
+    driver.get(report.as_uri())
+    browser_lib.assert_renders_telugu(browser_lib.font_probe(driver))
+    driver.execute_script("document.querySelector('table.answers').scrollIntoView()")
+    browser_lib.screenshot(driver, "report.png", tmp_path)
+    if not browser_lib.system_telugu_fonts():
+      broken = tmp_path / "report-font-broken.html"
+      broken.write_text(re.sub(r"data:font/woff2;base64,[A-Za-z0-9+/=]+", "data:font/woff2;base64,AAAA", html_text),
+                        encoding="utf-8")
+      driver.get(broken.as_uri())
+      browser_lib.assert_tofu(browser_lib.font_probe(driver))
+  finally:
+    driver.quit()
