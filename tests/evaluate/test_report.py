@@ -226,3 +226,23 @@ def test_report_carries_its_telugu_font(evaluated, tmp_path):
       browser_lib.assert_tofu(browser_lib.font_probe(driver))
   finally:
     driver.quit()
+
+
+def test_plots_draw_telugu_names_as_numbers_named_in_html():
+  """matplotlib has no Telugu glyphs (it warns "Glyph ... missing") and does not shape conjuncts: a Telugu
+  system or category name is drawn as [n], and the HTML beside the plot names it."""
+  import warnings
+
+  from telugu_jax.evaluate import report
+
+  cats = {"వాస్తవాలు": {"chrf_pp": 30.0, "bleu": 5.0, "rouge_l": 20.0},
+          "facts": {"chrf_pp": 40.0, "bleu": 9.0, "rouge_l": 25.0}}
+  results = {"systems": {"బేస్ మోడల్": {"questions": {"by_category": cats}},
+                         "sft": {"questions": {"by_category": cats}}}}
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    out = report.plot_categories(results, "questions")
+  assert 'data-plot="categories_questions"' in out
+  assert out.endswith('<p class="note plot-key">[1] వాస్తవాలు; [2] బేస్ మోడల్</p>'), out[-300:]
+  latin = {"systems": {"sft": {"questions": {"by_category": {"facts": cats["facts"]}}}}}
+  assert "plot-key" not in report.plot_categories(latin, "questions")
