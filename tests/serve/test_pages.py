@@ -1,7 +1,9 @@
 """The chat page and the rating page in headless Chromium (Debian's `chromium` + `chromium-driver`, driven by
 Selenium). When /usr/bin/chromium is missing the browser is installed here with apt-get (as root), so
 `make test` needs no manual step; where that is impossible the tests skip and say why. No browser is ever
-downloaded by Selenium itself: both binaries are given by path."""
+downloaded by Selenium itself: both binaries are given by path. Both pages must draw Telugu in the font the
+server ships, not as tofu (tests/browser.py `assert_renders_telugu`); their screenshots go to
+$TELUGU_JAX_SCREENSHOTS (docs/screenshots/ for the README)."""
 
 from __future__ import annotations
 
@@ -202,8 +204,8 @@ def test_pages_carry_their_telugu_font(browser, tiny_models, tmp_path):
 
 def test_pages_without_their_font_show_tofu(browser, tiny_models):
   """The control: with the font files blocked, the same probe finds tofu, so the test above can fail."""
-  if browser_lib.system_telugu_fonts():
-    pytest.skip(f"this machine has Telugu fonts ({browser_lib.system_telugu_fonts()}): no tofu to see")
+  if (fonts := browser_lib.system_telugu_fonts()) != []:
+    pytest.skip(f"this machine may have Telugu fonts (fc-list: {fonts}): no tofu to see")
   browser.execute_cdp_cmd("Network.enable", {})
   browser.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
   browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/fonts/*.woff2"]})
