@@ -2,7 +2,10 @@
 
 The plots are drawn with matplotlib's object API (no pyplot global state) and embedded as base64 PNG, so
 the file can be mailed or archived alone. Plot labels are in English (matplotlib's default fonts have no
-Telugu glyphs); Telugu text goes in HTML tables, where the browser's fonts render it.
+Telugu glyphs, and matplotlib does not shape Telugu conjuncts); Telugu text goes in HTML tables, and a Telugu
+system or category name is drawn as [n] in a plot and named in HTML beside it (`_plot_text_key`). The Telugu
+font is embedded too (`telugu_jax.webfont.embedded_css`, about 115 KB), so a machine with no Telugu font shows
+letters, not boxes.
 
 Every number taken from results.json sits in an element with `data-path` = its '/'-separated path in the
 JSON, so a script (and the test) can check that the page shows what the JSON holds.
@@ -14,10 +17,14 @@ import base64
 import html
 import io
 import json
+import warnings
 from collections.abc import Sequence
 
+from telugu_jax import webfont
+
 CSS = """
-body{font-family:"Noto Sans Telugu","Noto Sans",system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+body{font-family:"Noto Sans Telugu Subset","Noto Sans Telugu","Noto Sans",system-ui,sans-serif}
+body{margin:2em auto;max-width:1200px;color:#222}
 h1{font-size:1.6em} h2{margin-top:1.6em;border-bottom:1px solid #ccc}
 table{border-collapse:collapse;margin:.6em 0} th,td{border:1px solid #ccc;padding:4px 8px;vertical-align:top}
 th{background:#f3f3f3} td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -58,8 +65,34 @@ def _png(fig) -> str:
   return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _plot_text_key(fig) -> str:
+  """Puts plot text that is not Latin (a Telugu system or category name: matplotlib's fonts have no Telugu
+  glyphs and it does not shape conjuncts) as [1], [2], ... in the figure; returns the HTML that names them."""
+  from matplotlib.text import Text
+
+  key: dict[str, str] = {}
+
+  def short(text: str) -> str:
+    return text if all(ord(c) < 0x250 for c in text) else key.setdefault(text, f"[{len(key) + 1}]")
+
+  with warnings.catch_warnings():  # tick labels of categorical axes exist only once drawn; this draw measures
+    warnings.simplefilter("ignore")  # the Telugu ones ("Glyph missing from font"), which are then replaced
+    fig.draw_without_rendering()
+  for ax in fig.axes:
+    for axis in (ax.xaxis, ax.yaxis):
+      labels = axis.get_ticklabels()
+      if any(short(t.get_text()) != t.get_text() for t in labels):
+        axis.set_ticks(axis.get_ticklocs(), labels=[short(t.get_text()) for t in labels],
+                       rotation=labels[0].get_rotation(), ha=labels[0].get_ha())
+  for text in fig.findobj(Text):  # titles, legend entries
+    text.set_text(short(text.get_text()))
+  names = "; ".join(f"{k} {html.escape(name)}" for name, k in key.items())
+  return f'<p class="note plot-key">{names}</p>' if key else ""
+
+
 def _img(name: str, fig, alt: str) -> str:
-  return f'<p><img data-plot="{name}" alt="{html.escape(alt)}" src="data:image/png;base64,{_png(fig)}"></p>'
+  key = _plot_text_key(fig)
+  return f'<p><img data-plot="{name}" alt="{html.escape(alt)}" src="data:image/png;base64,{_png(fig)}"></p>{key}'
 
 
 def _figure(w: float, h: float):
@@ -312,7 +345,7 @@ def render(results: dict, rows: Sequence[dict], *, samples: int = 12) -> str:
   g = results.get("config", {}).get("generation", {})
   parts = [
       "<!DOCTYPE html>", '<html lang="te"><head><meta charset="utf-8"><title>telugu-jax evaluation</title>',
-      f"<style>{CSS}</style></head><body>",
+      f"<style>{webfont.embedded_css()}{CSS}</style></head><body>",
       f"<h1>Evaluation report</h1><p class='note'>{html.escape(results.get('created', ''))}; answer sets: {sets}; "
       f"generation: max_new_tokens {g.get('max_new_tokens')}, temperature {g.get('temperature')}.</p>",
       f"<ul>{systems}</ul>", warnings,

@@ -3,7 +3,8 @@
     app = create_app(Engine(models), api_key=os.environ.get("KEY"), ratings=RatingStore(db, sheet))
 
 Routes: `POST /v1/chat/completions` (stream or not), `GET /v1/models`, `GET /health`, `GET /` (chat page),
-`GET /rate` (rating page) and its JSON API under `/rate/api/`, `GET /rate/export.csv`.
+`GET /rate` (rating page) and its JSON API under `/rate/api/`, `GET /rate/export.csv`, and the Telugu web font
+both pages link (`GET /fonts/telugu.css`, the woff2 files and their licence; `telugu_jax.webfont`).
 
 A request becomes a prompt in the model's chat format (`build_prompt`): leading `system` (or
 `developer`) messages are folded into the first user turn, since the format has no system role, and the
@@ -37,6 +38,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from telugu_jax import webfont
 from telugu_jax.chat_format import ChatFormat, ChatFormatError, neutralise_markers
 from telugu_jax.data.records import Turn
 from telugu_jax.serve import guard, schemas
@@ -287,6 +289,12 @@ def create_app(engine: Engine, *, api_key: str | None = None, max_tokens_cap: in
   @app.get("/rate", response_class=HTMLResponse)
   async def rate_page():
     return HTMLResponse((PAGES / "rate.html").read_text(encoding="utf-8"))
+
+  @app.get("/fonts/{name}")
+  async def font(name: str):
+    if (found := webfont.asset(name)) is None:
+      raise StarletteHTTPException(404, f"no font file {name!r}")
+    return Response(found[0], media_type=found[1], headers={"Cache-Control": "public, max-age=86400"})
 
   @app.get("/rate/api/items")
   async def rate_items():

@@ -1,6 +1,6 @@
 """The evaluation end to end on the suite's shared smoke run: results.json checked against independent
 recomputations, a rating round trip through the report mode, and the HTML opened in headless Chromium
-(plots decoded with non-zero size, every number shown equal to the JSON)."""
+(plots decoded with non-zero size, every number shown equal to the JSON, Telugu drawn in the embedded font)."""
 
 import csv
 import json
@@ -200,3 +200,47 @@ def test_report_renders_in_headless_chromium(evaluated, chromium, tmp_path):
               "systems/sft-lora/questions/overall/compliance", "systems/base/questions/overall/fidelity",
               "ratings/agreement/all"):
     assert key in shown
+
+
+def test_report_carries_its_telugu_font(evaluated, tmp_path):
+  """report.html embeds the Telugu font (data: URLs), and Chromium draws its Telugu in it: on a machine with no
+  Telugu font anything else is tofu. The control: the same file with the font data broken shows tofu."""
+  from tests import browser as browser_lib
+
+  report = evaluated["out"] / "report.html"
+  html_text = report.read_text(encoding="utf-8")
+  assert html_text.count("@font-face") == 2 and html_text.count("data:font/woff2;base64,") == 2
+  driver = browser_lib.start_driver(tmp_path / "profile", window="1300,1000")
+  try:
+    driver.get(report.as_uri())
+    browser_lib.assert_renders_telugu(browser_lib.font_probe(driver))
+    driver.execute_script("document.querySelector('table.answers').scrollIntoView()")
+    browser_lib.screenshot(driver, "report.png", tmp_path)
+    if browser_lib.system_telugu_fonts() == []:
+      broken = tmp_path / "report-font-broken.html"
+      broken.write_text(re.sub(r"data:font/woff2;base64,[A-Za-z0-9+/=]+", "data:font/woff2;base64,AAAA", html_text),
+                        encoding="utf-8")
+      driver.get(broken.as_uri())
+      browser_lib.assert_tofu(browser_lib.font_probe(driver))
+  finally:
+    driver.quit()
+
+
+def test_plots_draw_telugu_names_as_numbers_named_in_html():
+  """matplotlib has no Telugu glyphs (it warns "Glyph ... missing") and does not shape conjuncts: a Telugu
+  system or category name is drawn as [n], and the HTML beside the plot names it."""
+  import warnings
+
+  from telugu_jax.evaluate import report
+
+  cats = {"వాస్తవాలు": {"chrf_pp": 30.0, "bleu": 5.0, "rouge_l": 20.0},
+          "facts": {"chrf_pp": 40.0, "bleu": 9.0, "rouge_l": 25.0}}
+  results = {"systems": {"బేస్ మోడల్": {"questions": {"by_category": cats}},
+                         "sft": {"questions": {"by_category": cats}}}}
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    out = report.plot_categories(results, "questions")
+  assert 'data-plot="categories_questions"' in out
+  assert out.endswith('<p class="note plot-key">[1] వాస్తవాలు; [2] బేస్ మోడల్</p>'), out[-300:]
+  latin = {"systems": {"sft": {"questions": {"by_category": {"facts": cats["facts"]}}}}}
+  assert "plot-key" not in report.plot_categories(latin, "questions")

@@ -1,7 +1,9 @@
 """The chat page and the rating page in headless Chromium (Debian's `chromium` + `chromium-driver`, driven by
 Selenium). When /usr/bin/chromium is missing the browser is installed here with apt-get (as root), so
 `make test` needs no manual step; where that is impossible the tests skip and say why. No browser is ever
-downloaded by Selenium itself: both binaries are given by path."""
+downloaded by Selenium itself: both binaries are given by path. Both pages must draw Telugu in the font the
+server ships, not as tofu (tests/browser.py `assert_renders_telugu`); their screenshots go to
+$TELUGU_JAX_SCREENSHOTS (docs/screenshots/ for the README)."""
 
 from __future__ import annotations
 
@@ -19,22 +21,12 @@ from tests import browser as browser_lib
 from .conftest import LiveServer
 from .test_ratings import ANSWERS, kit_sheet
 
-FLAGS = (*browser_lib.FLAGS, "--window-size=1200,900")
+CHAT_MESSAGE = "నమస్కారం! తెలుగు భాష గురించి చెప్పండి."
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
-  webdriver = pytest.importorskip("selenium.webdriver", reason="pip install selenium (the test extra lists it)")
-  from selenium.webdriver.chrome.service import Service
-
-  browser_lib.ensure_chromium()
-  options = webdriver.ChromeOptions()
-  options.binary_location = browser_lib.CHROMIUM
-  for flag in FLAGS:
-    options.add_argument(flag)
-  options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-  driver = webdriver.Chrome(options=options, service=Service(executable_path=browser_lib.CHROMEDRIVER))
-  driver.set_page_load_timeout(60)
+  driver = browser_lib.start_driver(tmp_path_factory.mktemp("chromium-profile"))
   yield driver
   driver.quit()
 
@@ -174,3 +166,70 @@ def test_rate_page_scores_persist_across_reload_and_export(browser, tiny_models,
       i: {c: clicks[i, c] for c in ("relevance", "fluency", "completeness", "factuality")}
       for i in ("q001-A", "q001-B", "q001-C")}
   assert [r.comment for r in ratings if r.item == "q001-C"] == ["సరైన జవాబు, కానీ పొడవుగా ఉంది"]
+
+
+def test_pages_carry_their_telugu_font(browser, tiny_models, tmp_path):
+  """/ and /rate draw Telugu in the font the server ships (telugu_jax.webfont), not in whatever the machine
+  has: on a machine with no Telugu font (the test machines) anything else is tofu (`assert_renders_telugu`)."""
+  from selenium.webdriver.common.by import By
+  from selenium.webdriver.common.keys import Keys
+
+  sheet, _ = kit_sheet(tmp_path / "kit")
+  store = RatingStore(str(tmp_path / "ratings.sqlite"), sheet)
+  with LiveServer(create_app(Engine(tiny_models), ratings=store)) as url:
+    browser.get(url + "/")
+    wait(browser, lambda d: js(d, "return document.querySelectorAll('#model option').length") == 1)
+    for field, value in (("temperature", "0"), ("max-tokens", "40")):
+      el = browser.find_element(By.ID, field)
+      el.clear()
+      el.send_keys(value)
+    box = browser.find_element(By.ID, "message")
+    box.send_keys(CHAT_MESSAGE)
+    box.send_keys(Keys.ENTER)
+    wait(browser, lambda d: js(d, "return document.querySelectorAll('.assistant-msg[data-done=true]').length") == 1)
+    browser_lib.assert_renders_telugu(browser_lib.font_probe(browser))
+    browser_lib.screenshot(browser, "chat.png", tmp_path)
+
+    browser.get(url + "/rate")
+    wait(browser, lambda d: js(d, "return document.body.dataset.ready") == "true")
+    name = browser.find_element(By.ID, "rater")
+    name.send_keys("సీత")
+    name.send_keys(Keys.TAB)
+    wait(browser, lambda d: js(d, "return document.body.dataset.rater") == "సీత")
+    browser.find_element(By.CSS_SELECTOR, '.score[data-item="q001-A"][data-c="fluency"][data-s="3"]').click()
+    wait(browser, lambda d: js(d, "return document.querySelectorAll('.score.selected').length") == 1)
+    browser_lib.assert_renders_telugu(browser_lib.font_probe(browser))
+    browser_lib.screenshot(browser, "rate.png", tmp_path)
+
+
+def test_pages_without_their_font_show_tofu(browser, tiny_models):
+  """The control: with the font files blocked, the same probe finds tofu, so the test above can fail."""
+  if (fonts := browser_lib.system_telugu_fonts()) != []:
+    pytest.skip(f"this machine may have Telugu fonts (fc-list: {fonts}): no tofu to see")
+  browser.execute_cdp_cmd("Network.enable", {})
+  browser.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})
+  browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": ["*/fonts/*.woff2"]})
+  try:
+    with LiveServer(create_app(Engine(tiny_models))) as url:
+      for page in ("/", "/rate"):
+        browser.get(url + page)
+        browser_lib.assert_tofu(browser_lib.font_probe(browser))
+  finally:
+    browser.execute_cdp_cmd("Network.setBlockedURLs", {"urls": []})
+    browser.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": False})
+
+
+def test_font_files_are_served_with_their_licence(tiny_models):
+  from telugu_jax import webfont
+
+  with LiveServer(create_app(Engine(tiny_models))) as url:
+    css = httpx.get(url + "/fonts/telugu.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    for weight, name in webfont.FILES.items():
+      assert f'font-weight:{weight};font-display:swap;src:url("{name}")' in css.text
+      got = httpx.get(url + f"/fonts/{name}")
+      assert got.headers["content-type"] == "font/woff2" and got.content == (webfont.DIR / name).read_bytes()
+      assert got.content[:4] == b"wOF2" and 20_000 < len(got.content) < 60_000
+    assert "SIL OPEN FONT LICENSE Version 1.1" in httpx.get(url + "/fonts/OFL.txt").text
+    for bad in ("nope.woff2", "..%2Fapp.py", "%2E%2E%2F__init__.py"):
+      assert httpx.get(url + f"/fonts/{bad}").status_code == 404, bad
