@@ -67,7 +67,7 @@ def get_config() -> ml_collections.ConfigDict:
       "min_telugu_ratio": 0.75, "untranslated_ratio": 0.1, "untranslated_min_letters": 12, "max_latin_run": 6,
       "max_latin_word_frac": 0.2, "leakage_min_words": 8, "min_translation_ratio": 0.5, "min_user_chars": 2,
       "min_assistant_chars": 1, "max_turn_chars": 6000, "max_record_chars": 12000, "max_dup_line_frac": 0.3,
-      "max_dup_ngram_frac": 0.35, "max_char_repeat": 10, "max_visarga_final_frac": 0.04, "min_u_i_final_frac": 0.10,
+      "max_dup_ngram_frac": 0.35, "max_char_repeat": 10, "min_telugu_lang_score": -1.0, "lang_min_letters": 15,
       "allow_translation_tasks": True})
 
   c.dedupe = ml_collections.ConfigDict({"threshold": 0.8, "num_perm": 128, "shingle": 5, "near": True,

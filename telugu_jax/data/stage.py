@@ -197,8 +197,10 @@ class Stage:
     self.n_consumed += consumed
 
   def reject(self, reason: str, *, record: Conversation | None = None, raw: Any = None, where: str = "",
-             detail: str = "", duplicate_of: str | None = None, key: str | None = None) -> None:
-    row: dict[str, Any] = {"reason": reason}
+             detail: str = "", duplicate_of: str | None = None, key: str | None = None,
+             extra: dict[str, Any] | None = None) -> None:
+    """`extra`: fields of the rejected row beyond the standard ones (e.g. clean's language score)."""
+    row: dict[str, Any] = {"reason": reason, **(extra or {})}
     if detail:
       row["detail"] = detail
     if where:
