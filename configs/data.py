@@ -14,7 +14,9 @@ _DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def source(name: str, paths: list[str], format: str = "auto", translate: bool = False, **options):
-  """One input: `options` go to the reader (split, system, all_paths, langs)."""
+  """One input: `options` go to the reader: split, system, all_paths, langs (OASST), and for Telugu sets as
+  published: fields={"instruction": "telugu_instruction", ...} (schema field -> column), lang_columns=
+  "auto"|"te"|"en"|"translit"|"both", where=["language_code=tel"] (rows kept; the rest counted as filtered)."""
   return ml_collections.ConfigDict({"name": name, "paths": list(paths), "format": format,
                                     "translate": translate, "options": dict(options)})
 
@@ -29,6 +31,11 @@ def get_config() -> ml_collections.ConfigDict:
       # source("alpaca", ["data/alpaca_data.json"], "alpaca", translate=True),
       # source("dolly", ["data/databricks-dolly-15k.jsonl"], "dolly", translate=True),
       # source("oasst", ["data/oasst1_train.jsonl.gz"], "oasst", translate=True, langs=["en"]),
+      # Telugu sets as published (README, "Preparing data", lists more):
+      # source("te_alpaca", ["data/telugu_alpaca.csv"]),                        # bilingual columns: Telugu taken
+      # source("aya_te", ["data/aya_dataset.parquet"], where=["language_code=tel"]),
+      # source("indicalign", ["data/indicalign_te.parquet"], "interactions"),
+      # source("custom", ["data/qa.csv"], fields={"instruction": "prashna", "output": "javabu"}),
   ]
 
   c.translate = ml_collections.ConfigDict()

@@ -165,7 +165,8 @@ def run_read(paths: Sequence[str], out_dir: str, fmt: str = "auto", source: str 
              progress: bool = True, force: bool = False, **options) -> dict:
   """The read stage: writes out_dir/{records,rejected}.jsonl and summary.json; returns the summary."""
   local = [p for p in paths if os.path.exists(p)]
-  ihash = hash_files(local, {"stage": "read", "fmt": fmt, "source": source, "paths": list(paths), **options})
+  ihash = hash_files(local, {"stage": "read", "version": 2, "fmt": fmt, "source": source, "paths": list(paths),
+                             **options})
   if not force and (done := cached(out_dir, ihash)):
     return done
   with Stage("read", out_dir, input_hash=ihash, progress=progress) as stage:

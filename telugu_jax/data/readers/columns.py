@@ -42,7 +42,7 @@ def parse_fields(spec: str | Mapping[str, str] | Iterable[str] | None) -> dict[s
   """"a=x,b=y" (or a mapping, or a list of "a=x") -> {"a": "x", "b": "y"}: schema field -> file column."""
   if not spec:
     return {}
-  if isinstance(spec, Mapping):
+  if isinstance(spec, Mapping) or hasattr(spec, "items"):  # a dict, or an ml_collections ConfigDict
     return {str(k): str(v) for k, v in spec.items()}
   items = spec.split(",") if isinstance(spec, str) else [p for s in spec for p in str(s).split(",")]
   out = {}
@@ -62,7 +62,9 @@ def parse_where(specs: Iterable[str] | Mapping[str, Any] | None) -> dict[str, tu
   """["language_code=tel", "script=Telu"] -> {"language_code": ("tel",), "script": ("Telu",)}."""
   if not specs:
     return {}
-  if isinstance(specs, Mapping):
+  if isinstance(specs, str):
+    specs = [specs]
+  if isinstance(specs, Mapping) or hasattr(specs, "items"):
     return {str(k): tuple(str(x) for x in (v if isinstance(v, list | tuple) else [v])) for k, v in specs.items()}
   out: dict[str, tuple[str, ...]] = {}
   for s in specs:
