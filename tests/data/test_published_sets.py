@@ -257,3 +257,35 @@ def test_cli_and_data_card(tmp_path):
   assert "## Sources read" in card
   assert "| r | aya.jsonl (flan) | as named | language_code=tel | 5 | 2 | 2 | 1 |" in card
   assert "en: instruction, input, output" in card
+
+
+def test_prepare_with_published_layouts(tmp_path):
+  import os
+
+  import ml_collections
+
+  from telugu_jax.data.__main__ import load_config
+  from telugu_jax.data.pipeline import prepare
+
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  csv_path = _write_csv(tmp_path / "bi.csv", BILINGUAL_HEADER, BILINGUAL)
+  aya = write_jsonl(tmp_path / "aya.jsonl", AYA)
+  cfg = load_config(os.path.join(repo, "configs", "data.py"), [f"--config.workdir={tmp_path / 'work'}"])
+
+  def source(name, paths, **options):
+    return ml_collections.ConfigDict({"name": name, "paths": paths, "format": "auto", "translate": False,
+                                      "options": options})
+
+  cfg.sources = [source("bi", [str(csv_path)], lang_columns="both"),
+                 source("aya", [str(aya)], where=["language_code=tel"]),
+                 source("mapped", [str(csv_path)], fields={"instruction": "telugu_instruction",
+                                                           "output": "telugu_output"}, lang_columns="en")]
+  cfg.dedupe.prefer_sources = ["bi", "aya", "mapped"]
+  s = prepare(cfg, progress=False, log=lambda _: None)
+  assert s["read/aya"]["filtered"] == {"language_code=tel": 2}
+  assert s["read/mapped"]["columns"][str(csv_path)]["fields"] == {"instruction": "telugu_instruction",
+                                                                   "output": "telugu_output"}
+  card = (tmp_path / "work" / "mix" / "data_card.md").read_text(encoding="utf-8")
+  assert "| aya | aya.jsonl (flan) | as named | language_code=tel | 5 | 2 | 2 | 1 |" in card
+  assert "te: instruction←telugu_instruction, input←telugu_input, output←telugu_output" in card
+  assert "en: instruction←telugu_instruction" in card  # --fields over the English choice
