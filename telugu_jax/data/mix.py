@@ -152,12 +152,13 @@ def _source_row(s: dict) -> tuple:
   used, filters = [], []
   for c in s.get("columns", {}).values():
     cols = ", ".join(f"{k}←{v}" if k != v else k for k, v in {**c.get("columns", {}), **c.get("fields", {})}.items())
+    lang = str(c.get("lang")) + (" + en→te/te→en tasks" if c.get("translation_tasks") else "")
     if cols or c.get("lang") not in (None, "none"):
-      used.append(f"{c.get('lang')}: {cols}" if cols else str(c.get("lang")))
+      used.append(f"{lang}: {cols}" if cols else lang)
     filters += [f"{k}={'|'.join(v)}" for k, v in c.get("where", {}).items()]
-  filtered = sum(s.get("filtered", {}).values())
+  filtered = f"{sum(s['filtered'].values()):,}" if "filtered" in s else "—"
   return (os.path.basename(s.get("out_dir", "")), files or "—", "; ".join(dict.fromkeys(used)) or "as named",
-          ", ".join(dict.fromkeys(filters)) or "—", f"{s['in']:,}", f"{s['out']:,}", f"{filtered:,}",
+          ", ".join(dict.fromkeys(filters)) or "—", f"{s['in']:,}", f"{s['out']:,}", filtered,
           f"{sum(s['rejected'].values()):,}")
 
 

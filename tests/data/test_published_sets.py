@@ -256,7 +256,7 @@ def test_cli_and_data_card(tmp_path):
   card = data_card(read_jsonl(tmp_path / "r" / "records.jsonl"), [s, s2])
   assert "## Sources read" in card
   assert "| r | aya.jsonl (flan) | as named | language_code=tel | 5 | 2 | 2 | 1 |" in card
-  assert "en: instruction, input, output" in card
+  assert "| b | bi.csv (alpaca) | en: instruction, input, output | — | 5 | 5 | — | 0 |" in card
 
 
 def test_prepare_with_published_layouts(tmp_path):
@@ -287,5 +287,5 @@ def test_prepare_with_published_layouts(tmp_path):
                                                                    "output": "telugu_output"}
   card = (tmp_path / "work" / "mix" / "data_card.md").read_text(encoding="utf-8")
   assert "| aya | aya.jsonl (flan) | as named | language_code=tel | 5 | 2 | 2 | 1 |" in card
-  assert "te: instruction←telugu_instruction, input←telugu_input, output←telugu_output" in card
+  assert "te + en→te/te→en tasks: instruction←telugu_instruction, input←telugu_input, output←telugu_output" in card
   assert "en: instruction←telugu_instruction" in card  # --fields over the English choice

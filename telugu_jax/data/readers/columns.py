@@ -121,6 +121,8 @@ class ColumnPlan:
 
   def describe(self) -> dict:
     d: dict[str, Any] = {"lang": self.lang}
+    if self.english:
+      d["translation_tasks"] = {"english_columns": dict(self.english)}
     if self.columns:
       d["columns"] = dict(self.columns)
     if self.fields:
