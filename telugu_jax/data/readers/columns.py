@@ -2,9 +2,10 @@
 
 Three things happen to a row before its schema's converter sees it, in this order:
 
-  where     `--where language_code=tel` (repeatable; one key given twice means either value): rows of a
-            multilingual set (Aya) that do not match are *filtered*: counted in the summary's `filtered`,
-            neither kept nor rejected. A key that is not a column of the file is an error, not a silent 0.
+  where     `--where language_code=tel` (repeatable; one key given twice means either value; values are
+            compared as text, so `template_id=0` matches an integer 0): rows of a multilingual set (Aya)
+            that do not match are *filtered*: counted in the summary's `filtered`, neither kept nor
+            rejected. A key that is not a column of the file is an error, not a silent 0.
   language  a row that carries one field in several languages (`instruction` next to `telugu_instruction`
             and `telugu_transliterated_instruction`; `en_question` next to `te_question`) gets the
             variant of the chosen language under the plain name. `auto` takes the Telugu-script one when
