@@ -11,6 +11,7 @@ models (fastText lid.176, GlotLID) are weight downloads.
 Training text, all written for the project and read at first use (~0.2 s):
   te  telugu_jax/assets/demo/prose.txt and the demo conversations (modern Telugu, ~120K letters)
       + assets/langid/telugu_verse.txt (a few lines in the old literary register: ఁ, ఱ, -ంబు, -చున్)
+      + assets/langid/telugu_modern.txt (everyday Telugu full of English loanwords: -ర్, -ట్, -న్ endings)
   sa  assets/langid/sanskrit.txt (Sanskrit prose and verse composed for the project: narrative, dialogue,
       puranic frame lines, maxims)
   hi  assets/langid/hindi_marathi.txt (Hindi and some Marathi, with and without final viramas)
@@ -131,7 +132,8 @@ def _demo_turns() -> list[str]:
 def default_model() -> Model:
   """The model trained on the bundled text (see the module docstring); built once per process."""
   te = _read(os.path.join(_ASSETS, "demo", "prose.txt")) + _demo_turns()
-  te += _read(os.path.join(_ASSETS, "langid", "telugu_verse.txt"))
+  te += _read(os.path.join(_ASSETS, "langid", "telugu_verse.txt")) + _read(os.path.join(_ASSETS, "langid",
+                                                                                        "telugu_modern.txt"))
   return Model.train({"te": te, "sa": _read(os.path.join(_ASSETS, "langid", "sanskrit.txt")),
                       "hi": _read(os.path.join(_ASSETS, "langid", "hindi_marathi.txt"))})
 
