@@ -3,6 +3,7 @@ columns (Telugu-LLM-Labs), multilingual sets with a language column (Aya dataset
 pair lists, stringified messages, bilingual preference pairs. Every run: in = consumed + rejected + filtered."""
 
 import csv
+import gzip
 import json
 
 import pyarrow as pa
@@ -102,6 +103,11 @@ def test_bilingual_csv_en_translit_fields_and_tsv(tmp_path):
   assert s["formats"][str(tsv)] == "alpaca" and recs[0].turns[1].content == "ఒక వారంలో ఏడు రోజులు ఉంటాయి."
   with pytest.raises(ValueError, match="does not have"):
     _read(tmp_path, tsv, "typo", fields={"instruction": "prasna", "output": "javabu"})
+  # gzip of CSV, like any other input
+  gz = tmp_path / "bi.csv.gz"
+  gz.write_bytes(gzip.compress(path.read_bytes()))
+  recs, _, s = _read(tmp_path, gz, "gz")
+  assert s["formats"][str(gz)] == "alpaca" and recs[2].turns[1].content == BILINGUAL[2][5]
 
 
 def test_lang_columns_both_makes_translation_tasks(tmp_path):
