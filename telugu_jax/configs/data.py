@@ -14,7 +14,9 @@ _DEMO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def source(name: str, paths: list[str], format: str = "auto", translate: bool = False, **options):
-  """One input: `options` go to the reader (split, system, all_paths, langs)."""
+  """One input: `options` go to the reader: split, system, all_paths, langs (OASST), and for Telugu sets as
+  published: fields={"instruction": "telugu_instruction", ...} (schema field -> column), lang_columns=
+  "auto"|"te"|"en"|"translit"|"both", where=["language_code=tel"] (rows kept; the rest counted as filtered)."""
   return ml_collections.ConfigDict({"name": name, "paths": list(paths), "format": format,
                                     "translate": translate, "options": dict(options)})
 
@@ -29,6 +31,11 @@ def get_config() -> ml_collections.ConfigDict:
       # source("alpaca", ["data/alpaca_data.json"], "alpaca", translate=True),
       # source("dolly", ["data/databricks-dolly-15k.jsonl"], "dolly", translate=True),
       # source("oasst", ["data/oasst1_train.jsonl.gz"], "oasst", translate=True, langs=["en"]),
+      # Telugu sets as published (README, "Preparing data", lists more):
+      # source("te_alpaca", ["data/telugu_alpaca.csv"]),                        # bilingual columns: Telugu taken
+      # source("aya_te", ["data/aya_dataset.parquet"], where=["language_code=tel"]),
+      # source("indicalign", ["data/indicalign_te.parquet"], "interactions"),
+      # source("custom", ["data/qa.csv"], fields={"instruction": "prashna", "output": "javabu"}),
   ]
 
   c.translate = ml_collections.ConfigDict()
@@ -67,7 +74,7 @@ def get_config() -> ml_collections.ConfigDict:
       "min_telugu_ratio": 0.75, "untranslated_ratio": 0.1, "untranslated_min_letters": 12, "max_latin_run": 6,
       "max_latin_word_frac": 0.2, "leakage_min_words": 8, "min_translation_ratio": 0.5, "min_user_chars": 2,
       "min_assistant_chars": 1, "max_turn_chars": 6000, "max_record_chars": 12000, "max_dup_line_frac": 0.3,
-      "max_dup_ngram_frac": 0.35, "max_char_repeat": 10, "max_visarga_final_frac": 0.04, "min_u_i_final_frac": 0.10,
+      "max_dup_ngram_frac": 0.35, "max_char_repeat": 10, "min_telugu_lang_score": -1.0, "lang_min_letters": 15,
       "allow_translation_tasks": True})
 
   c.dedupe = ml_collections.ConfigDict({"threshold": 0.8, "num_perm": 128, "shingle": 5, "near": True,

@@ -1,6 +1,9 @@
 """Data pipeline CLI: `python -m telugu_jax.data STAGE --in PATH... --out DIR [options]`.
 
     python -m telugu_jax.data read      --in alpaca_data.json --out runs/data/read/alpaca [--format auto]
+    python -m telugu_jax.data read      --in aya.parquet --out runs/data/read/aya --where language_code=tel
+    python -m telugu_jax.data read      --in alpaca_te.csv --out runs/data/read/te --lang-columns te \
+                                        [--fields instruction=telugu_instruction,output=telugu_output]
     python -m telugu_jax.data translate --in runs/data/read/alpaca/records.jsonl --out runs/data/tr/alpaca
     python -m telugu_jax.data synth     --out runs/data/synth
     python -m telugu_jax.data clean     --in runs/data/tr/alpaca/records.jsonl --out runs/data/clean
@@ -18,11 +21,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Any
 
 from telugu_jax.config import load_config
 from telugu_jax.errors import UserError, run_cli
 
 STAGES = ("read", "translate", "synth", "clean", "dedupe", "mix", "prepare")
+
+
+def _column_options(args) -> dict:
+  """The column-layout options of `read`, only those given, so the input hash of a plain read is unchanged."""
+  out: dict[str, Any] = {}
+  if args.fields:
+    out["fields"] = args.fields
+  if args.lang_columns != "auto":
+    out["lang_columns"] = args.lang_columns
+  if args.where:
+    out["where"] = list(args.where)
+  return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -32,7 +48,15 @@ def main(argv: list[str] | None = None) -> dict:
   p.add_argument("--in", dest="inputs", nargs="+", default=[], help="input files (stage read: upstream data)")
   p.add_argument("--out", help="output directory")
   p.add_argument("--config", default="configs/data.py")
-  p.add_argument("--format", default="auto", help="read: alpaca|dolly|oasst|flan|chat|sharegpt|records|auto")
+  p.add_argument("--format", default="auto",
+                 help="read: alpaca|dolly|oasst|flan|chat|sharegpt|interactions|records|auto")
+  p.add_argument("--fields", help="read: schema field = file column, e.g. instruction=telugu_instruction,output=te_out")
+  p.add_argument("--lang-columns", default="auto", choices=("auto", "te", "en", "translit", "both"),
+                 help="read: which language of side-by-side bilingual columns (auto: Telugu; both: Telugu plus "
+                      "en->te and te->en translation tasks)")
+  p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                 help="read: keep only rows with this value (repeatable; e.g. language_code=tel, script=Telu); the "
+                      "rest are counted as filtered")
   p.add_argument("--source", help="read: source name (default: the file name)")
   p.add_argument("--split", help="read: split of a datasets directory or hub dataset")
   p.add_argument("--system", choices=("fold", "keep"), default="fold", help="read: system turns of chat data")
@@ -52,7 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
       from telugu_jax.data.readers import run_read
 
       s = run_read(args.inputs, args.out, args.format, args.source, progress=progress, force=args.force,
-                   split=args.split, system=args.system, all_paths=args.all_paths, langs=args.lang)
+                   split=args.split, system=args.system, all_paths=args.all_paths, langs=args.lang,
+                   **_column_options(args))
     elif args.stage == "translate":
       from telugu_jax.data.translate import run_translate
 

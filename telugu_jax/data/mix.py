@@ -146,6 +146,22 @@ def _histogram(values: Sequence[int], edges=(0, 50, 100, 200, 400, 800, 1600, 32
   return [(labels[i], bins[i]) for i in range(len(edges))]
 
 
+def _source_row(s: dict) -> tuple:
+  """One row of the card's "Sources read" table from a read stage's summary."""
+  files = "; ".join(f"{os.path.basename(p)} ({f})" for p, f in s.get("formats", {}).items())
+  used, filters = [], []
+  for c in s.get("columns", {}).values():
+    cols = ", ".join(f"{k}←{v}" if k != v else k for k, v in {**c.get("columns", {}), **c.get("fields", {})}.items())
+    lang = str(c.get("lang")) + (" + en→te/te→en tasks" if c.get("translation_tasks") else "")
+    if cols or c.get("lang") not in (None, "none"):
+      used.append(f"{lang}: {cols}" if cols else lang)
+    filters += [f"{k}={'|'.join(v)}" for k, v in c.get("where", {}).items()]
+  filtered = f"{sum(s['filtered'].values()):,}" if "filtered" in s else "—"
+  return (os.path.basename(s.get("out_dir", "")), files or "—", "; ".join(dict.fromkeys(used)) or "as named",
+          ", ".join(dict.fromkeys(filters)) or "—", f"{s['in']:,}", f"{s['out']:,}", filtered,
+          f"{sum(s['rejected'].values()):,}")
+
+
 def data_card(kept: Sequence[Conversation], summaries: Sequence[dict] = (), title: str = "Telugu SFT data") -> str:
   """A Markdown data card: counts per source, type and split, a length histogram, and drop reasons."""
   def table(header: tuple[str, ...], rows) -> list[str]:
@@ -167,6 +183,11 @@ def data_card(kept: Sequence[Conversation], summaries: Sequence[dict] = (), titl
   turns = Counter(len(c.turns) // 2 for c in kept)
   lines += ["## Exchanges per conversation", ""]
   lines += table(("exchanges", "records"), sorted(turns.items()))
+  reads = [s for s in summaries if s.get("stage") == "read"]
+  if reads:
+    lines += ["## Sources read", ""]
+    lines += table(("source", "files (format)", "columns used", "filters", "in", "out", "filtered", "rejected"),
+                   [_source_row(s) for s in reads])
   if summaries:
     lines += ["## Stages and drop reasons", ""]
     rows = []

@@ -44,8 +44,8 @@ def prepare(cfg: Any, *, progress: bool = True, log=None) -> dict[str, dict]:
   outputs: list[str] = []
   for src in cfg.sources:
     d = os.path.join(work, "read", src.name)
-    note(f"read/{src.name}", run_read(list(src.paths), d, src.format, src.name, progress=progress,
-                                      **dict(src.options)))
+    options = src.options.to_dict() if hasattr(src.options, "to_dict") else dict(src.options)
+    note(f"read/{src.name}", run_read(list(src.paths), d, src.format, src.name, progress=progress, **options))
     if src.translate:
       from telugu_jax.data.translate import run_translate
 

@@ -8,8 +8,10 @@
 
 Accounting: a stage counts each input unit as it reads it (`count_in`), and each unit ends either in
 an output record (`keep`, which may consume several units, e.g. OASST messages on one path) or in
-`rejected.jsonl` (`reject`). `finish` checks in == consumed + rejected and refuses to write a summary
-otherwise: a unit that vanished is a bug, not a statistic.
+`rejected.jsonl` (`reject`), or, for a reader with row filters (`--where language_code=tel`), in the
+summary's `filtered` counts (`filter`): rows the user asked not to read are not rejects. `finish` checks
+in == consumed + rejected + filtered and refuses to write a summary otherwise: a unit that vanished is a
+bug, not a statistic.
 
 Restart: with `resume=True`, a killed stage's partial files are kept (a half-written last line is cut
 off) and `done(key)` tells the caller which inputs were already handled, so a 1:1 stage (translate,
@@ -87,6 +89,7 @@ def format_table(summary: dict) -> str:
   rows = [("in", summary["in"]), ("out", summary["out"])]
   if summary.get("consumed", summary["out"]) != summary["out"]:
     rows.append(("consumed (in units used by out)", summary["consumed"]))
+  rows += [(f"filtered: {r}", n) for r, n in sorted(summary.get("filtered", {}).items(), key=lambda kv: -kv[1])]
   rows += [(f"rejected: {r}", n) for r, n in sorted(summary["rejected"].items(), key=lambda kv: -kv[1])]
   width = max(len(r[0]) for r in rows)
   lines = [f"[{summary['stage']}] {summary.get('out_dir', '')}"]
@@ -104,6 +107,7 @@ class Stage:
     self.resume, self.progress, self.total, self.unit = resume, progress, total, unit
     self.n_in = self.n_out = self.n_consumed = 0
     self.rejected: Counter[str] = Counter()
+    self.filtered: Counter[str] | None = None  # a Counter once a reader says it filters rows
     self.stats: dict[str, Any] = {}
     self._done: set[str] = set()
     self._bar = None
@@ -197,8 +201,10 @@ class Stage:
     self.n_consumed += consumed
 
   def reject(self, reason: str, *, record: Conversation | None = None, raw: Any = None, where: str = "",
-             detail: str = "", duplicate_of: str | None = None, key: str | None = None) -> None:
-    row: dict[str, Any] = {"reason": reason}
+             detail: str = "", duplicate_of: str | None = None, key: str | None = None,
+             extra: dict[str, Any] | None = None) -> None:
+    """`extra`: fields of the rejected row beyond the standard ones (e.g. clean's language score)."""
+    row: dict[str, Any] = {"reason": reason, **(extra or {})}
     if detail:
       row["detail"] = detail
     if where:
@@ -217,6 +223,12 @@ class Stage:
     self._rej_f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
     self.rejected[reason] += 1
 
+  def filter(self, label: str) -> None:
+    """Count an input unit that a row filter (`label`, e.g. "language_code=tel") left out."""
+    if self.filtered is None:
+      self.filtered = Counter()
+    self.filtered[label] += 1
+
   def flush(self) -> None:
     self._rec_f.flush()
     self._rej_f.flush()
@@ -224,7 +236,8 @@ class Stage:
   def summary(self) -> dict:
     return {"stage": self.name, "out_dir": self.out_dir, "in": self.n_in, "out": self.n_out,
             "consumed": self.n_consumed, "rejected": dict(self.rejected), "input_hash": self.input_hash,
-            "seconds": round(time.time() - self._t0, 3), **self.stats}
+            "seconds": round(time.time() - self._t0, 3), **self.stats,
+            **({"filtered": dict(self.filtered)} if self.filtered is not None else {})}
 
   def __exit__(self, exc_type, exc, tb) -> None:
     if self._bar is not None:
@@ -234,10 +247,10 @@ class Stage:
     if exc_type is not None:
       return  # partial files stay for a resume; no summary means "not finished"
     s = self.summary()
-    n_rej = sum(self.rejected.values())
-    if self.n_in != self.n_consumed + n_rej:
-      raise AccountingError(f"stage {self.name}: {self.n_in} in but {self.n_consumed} consumed + {n_rej} rejected; "
-                            "some input was neither kept nor rejected (a bug in the stage)")
+    n_rej, n_filt = sum(self.rejected.values()), sum((self.filtered or {}).values())
+    if self.n_in != self.n_consumed + n_rej + n_filt:
+      raise AccountingError(f"stage {self.name}: {self.n_in} in but {self.n_consumed} consumed + {n_rej} rejected + "
+                            f"{n_filt} filtered; some input was neither kept nor rejected (a bug in the stage)")
     s["complete"] = True
     tmp = os.path.join(self.out_dir, SUMMARY + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:

@@ -1,8 +1,10 @@
 """DPO data and tools: `python -m telugu_jax.dpo COMMAND ...` (training itself: `python -m telugu_jax.train
 --config configs/dpo.py`).
 
-    read        upstream preference data (Anthropic HH, UltraFeedback-binarised, our pairs JSONL) -> pairs JSONL
+    read        upstream preference data (Anthropic HH, UltraFeedback-binarised, our pairs JSONL, bilingual
+                en_*/te_* pair columns, CSV/TSV/Parquet) -> pairs JSONL
                 python -m telugu_jax.dpo read --in hh.jsonl.gz --out runs/prefs/hh [--format auto]
+                  [--lang-columns auto|te|en|translit] [--fields prompt=COL,...] [--where COL=VALUE]
     pairs       pairs from the SFT model's own samples, ranked by rules and/or a judge endpoint
                 python -m telugu_jax.dpo pairs --model runs/lora --in data/sft/train.jsonl --out runs/prefs/self -k 4
     demo-pairs  rule-made pairs from the bundled conversations (see telugu_jax/dpo/demo.py)
@@ -47,6 +49,11 @@ def main(argv: list[str] | None = None) -> int:
   r.add_argument("--format", default="auto", help="auto | hh | ultrafeedback | pairs")
   r.add_argument("--source")
   r.add_argument("--split", help="split of a datasets directory")
+  r.add_argument("--fields", help="schema field = file column, e.g. prompt=te_question,chosen=te_chosen")
+  r.add_argument("--lang-columns", default="auto", choices=("auto", "te", "en", "translit"),
+                 help="which language of side-by-side bilingual columns (auto: Telugu)")
+  r.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                 help="keep only rows with this value (repeatable); the rest are counted as filtered")
   r.add_argument("--force", action="store_true")
   g = sub.add_parser("pairs", help="pairs from the SFT model's samples")
   g.add_argument("--model", required=True)
@@ -81,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "read":
       from telugu_jax.dpo.records import run_read
 
-      _print(run_read(args.inputs, args.out, args.format, args.source, split=args.split, force=args.force))
+      columns = {k: v for k, v in (("fields", args.fields), ("where", args.where)) if v}
+      if args.lang_columns != "auto":
+        columns["lang_columns"] = args.lang_columns
+      _print(run_read(args.inputs, args.out, args.format, args.source, split=args.split, force=args.force,
+                      **columns))
     elif args.command == "pairs":
       from telugu_jax.dpo.pairs import PairConfig, run_pairs
 

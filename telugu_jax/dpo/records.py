@@ -10,8 +10,12 @@ Readers for the common upstream shapes, field names as upstream writes them:
   hh             Anthropic HH-RLHF: `chosen` and `rejected` are whole dialogues in one string,
                  "\\n\\nHuman: ...\\n\\nAssistant: ...". Both must share every turn but the last assistant one.
   ultrafeedback  UltraFeedback-binarised (and TRL's preference format): `prompt` (a string or a message
-                 list) and `chosen`/`rejected` as message lists (the whole conversation, or only the
-                 answer) or strings; `score_chosen`/`score_rejected` when present.
+                 list; `question` or `instruction` are read as the prompt too) and `chosen`/`rejected` as
+                 message lists (the whole conversation, or only the answer) or strings;
+                 `score_chosen`/`score_rejected` when present.
+Bilingual sets (`en_question, en_chosen, en_rejected` next to `te_question, ...` or `telugu_*`) are read in
+Telugu by default; `--lang-columns en|te|translit`, `--fields prompt=COL,...` and `--where COL=VALUE` work
+as in the SFT reader (telugu_jax/data/readers/columns.py).
 
 The read stage runs on the shared stage runner (telugu_jax/data/stage.py): every input row ends either
 in records.jsonl or in rejected.jsonl with a reason, summary.json holds the counts, and a rerun with the
@@ -39,6 +43,7 @@ from telugu_jax.data.stage import Stage, cached, hash_files
 FORMATS = ("auto", "hh", "ultrafeedback", "pairs")
 _HH_MARKER = re.compile(r"(?:^|\n\n)(Human|Assistant):[ \t]?")
 _HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+_PROMPT_KEYS = ("prompt", "question", "instruction")
 _CHAT_ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "system": "system"}
 
 
@@ -167,8 +172,9 @@ def convert_ultrafeedback(row: Any, where: str, id: str, source: str) -> Prefere
   for name, turns in (("chosen", chosen), ("rejected", rejected)):
     if not turns or turns[-1][0] != "assistant":
       raise RecordError(f"'{name}' does not end with an assistant message", where, reason="bad_turns")
-  if "prompt" in row and row["prompt"] is not None:
-    prompt = _messages(row["prompt"], where, "prompt")
+  key = next((k for k in _PROMPT_KEYS if row.get(k) is not None), None)
+  if key is not None:
+    prompt = _messages(row[key], where, "prompt")
   else:
     prompt = chosen[:-1]
   # The binarised set repeats the prompt inside chosen/rejected; TRL's format gives only the answer.
@@ -192,7 +198,7 @@ def detect_format(row: Any) -> str | None:
     return None
   if "id" in row and isinstance(row.get("prompt"), list) and isinstance(row["chosen"], str):
     return "pairs"
-  if isinstance(row["chosen"], list) or "prompt" in row:
+  if isinstance(row["chosen"], list) or any(k in row for k in _PROMPT_KEYS):
     return "ultrafeedback"
   if isinstance(row["chosen"], str) and "Human:" in row["chosen"]:
     return "hh"
@@ -210,44 +216,54 @@ def _native_id(row: Any) -> str | None:
 # ---- the read stage -------------------------------------------------------------------------------------
 
 def read_into(stage: Stage, paths: Sequence[str], fmt: str = "auto", source: str | None = None, *,
-              split: str | None = None) -> None:
+              split: str | None = None, fields: Any = None, lang_columns: str = "auto", where: Any = ()) -> None:
   """Every row of every input into `stage`: kept as a pair or rejected with its reason, never raised."""
+  from telugu_jax.data.readers import file_plan, planned_rows
+  from telugu_jax.data.readers.columns import parse_fields, parse_where
+
   if fmt not in FORMATS:
     raise ValueError(f"unknown format {fmt!r}; choose one of {FORMATS}")
+  if lang_columns not in ("auto", "te", "en", "translit"):
+    raise ValueError(f"--lang-columns {lang_columns!r}: choose auto, te, en or translit (translation tasks from "
+                     "both languages are made by the SFT reader)")
+  fields, filters = parse_fields(fields), parse_where(where)
   seen: dict[str, int] = {}
   for k, path in enumerate(paths):
     src = source or os.path.basename(os.fspath(path).rstrip("/")).split(".")[0]
-    this_fmt = file_format(path, fmt, detect_format, FORMATS[1:], split=split, empty="pairs",
-                           what="preference format")
+    plan = file_plan(stage, path, split=split, lang_columns=lang_columns, fields=fields, where=filters)
+    this_fmt = file_format(path, fmt, lambda row, plan=plan: detect_format(plan.apply(row, "")), FORMATS[1:],
+                           split=split, empty="pairs", what="preference format")
     stage.stats.setdefault("formats", {})[os.fspath(path)] = this_fmt
     convert = CONVERTERS[this_fmt]
-    for i, (where, row) in enumerate(iter_rows(path, split=split)):
+    for i, where_, row in planned_rows(stage, path, plan, split):
       stage.count_in()
       if isinstance(row, BadRow):
-        stage.reject("malformed", raw=row.raw, where=where, detail=row.message)
+        stage.reject("malformed", raw=row.raw, where=where_, detail=row.message)
         continue
-      rid = row_id(src, _native_id(row), i, k, len(paths))
-      if rid in seen:  # ids name rows in rejected.jsonl and splits; a repeated native id gets a suffix
-        seen[rid] += 1
-        rid = f"{rid}#{seen[rid]}"
-      else:
-        seen[rid] = 0
       try:
-        stage.keep(convert(row, where, rid, src))
+        mapped = plan.apply(row, where_)
+        rid = row_id(src, _native_id(mapped), i, k, len(paths))
+        if rid in seen:  # ids name rows in rejected.jsonl and splits; a repeated native id gets a suffix
+          seen[rid] += 1
+          rid = f"{rid}#{seen[rid]}"
+        else:
+          seen[rid] = 0
+        stage.keep(convert(mapped, where_, rid, src))
       except RecordError as e:
-        stage.reject(e.reason, raw=row, where=where, detail=str(e).removeprefix(f"{where}: "))
+        stage.reject(e.reason, raw=row, where=where_, detail=str(e).removeprefix(f"{where_}: "))
 
 
 def run_read(paths: Sequence[str], out_dir: str, fmt: str = "auto", source: str | None = None, *,
-             split: str | None = None, progress: bool = True, force: bool = False) -> dict:
-  """The read stage for preference data: out_dir/{records,rejected}.jsonl and summary.json."""
+             split: str | None = None, progress: bool = True, force: bool = False, **columns) -> dict:
+  """The read stage for preference data: out_dir/{records,rejected}.jsonl and summary.json. `columns`:
+  fields, lang_columns, where (see the module docstring)."""
   local = [p for p in paths if os.path.exists(p)]
-  ihash = hash_files(local, {"stage": "dpo-read", "fmt": fmt, "source": source, "paths": list(paths),
-                             "split": split})
+  ihash = hash_files(local, {"stage": "dpo-read", "version": 2, "fmt": fmt, "source": source, "paths": list(paths),
+                             "split": split, **columns})
   if not force and (done := cached(out_dir, ihash)):
     return done
   with Stage("dpo-read", out_dir, input_hash=ihash, progress=progress) as stage:
-    read_into(stage, paths, fmt, source, split=split)
+    read_into(stage, paths, fmt, source, split=split, **columns)
   return stage.final
 
 

@@ -1,5 +1,9 @@
-"""Chat JSONL ({"messages": [{"role", "content"}]}, the OpenAI/HF chat layout) and ShareGPT
-({"conversations": [{"from", "value"}]}).
+"""Chat JSONL ({"messages": [{"role", "content"}]}, the OpenAI/HF chat layout), ShareGPT
+({"conversations": [{"from", "value"}]}), and IndicAlign-style pair lists ({"interactions": [[user,
+assistant], ...]}, 1-4 exchanges, with `id` and `num_turns`).
+
+Some exports (Parquet or CSV made with pandas) store the list as a string: it is parsed as JSON, or as a
+Python literal (pandas writes `[{'role': 'user', ...}]`); a string that is neither is `malformed`.
 
 A system message is folded into the first user turn (`system="fold"`, default: the model has no system
 slot in its template) or kept in `meta["system"]` (`system="keep"`). Consecutive messages of one role
@@ -9,6 +13,8 @@ assistant or ends with the user is rejected (`bad_turns`): there is no honest wa
 
 from __future__ import annotations
 
+import ast
+import json
 from typing import Any
 
 from telugu_jax.data.readers.common import make
@@ -32,6 +38,25 @@ def _content(value: Any, where: str, i: int) -> str:
       texts.append(part["text"])
     return "\n".join(texts)
   raise RecordError(f"message {i} content must be a string, got {type(value).__name__}", where)
+
+
+def _listed(row: Any, key: str, where: str, what: str) -> list:
+  """row[key] as a list, parsing a stringified one."""
+  if not isinstance(row, dict):
+    raise RecordError(f"expected an object with {what}", where)
+  value = row.get(key)
+  if isinstance(value, str):
+    try:
+      value = json.loads(value)
+    except json.JSONDecodeError as e:
+      try:
+        value = ast.literal_eval(value.strip())
+      except (ValueError, SyntaxError, MemoryError, RecursionError):
+        raise RecordError(f"'{key}' is a string that is neither JSON nor a Python literal ({e.msg} at column "
+                          f"{e.colno})", where) from None
+  if not isinstance(value, list | tuple):
+    raise RecordError(f"expected an object with {what}", where)
+  return list(value)
 
 
 def _to_conversation(messages: list[tuple[str, str]], where: str, id: str, source: str, system_mode: str,
@@ -58,10 +83,8 @@ def _to_conversation(messages: list[tuple[str, str]], where: str, id: str, sourc
 
 
 def convert_chat(row, where: str, id: str, source: str, system_mode: str = "fold") -> Conversation:
-  if not isinstance(row, dict) or not isinstance(row.get("messages"), list):
-    raise RecordError("expected an object with a 'messages' list", where)
   msgs = []
-  for i, m in enumerate(row["messages"]):
+  for i, m in enumerate(_listed(row, "messages", where, "a 'messages' list")):
     if not isinstance(m, dict) or "role" not in m or "content" not in m:
       raise RecordError(f"message {i} must be an object with 'role' and 'content'", where)
     if m["role"] not in CHAT_ROLES:
@@ -72,10 +95,8 @@ def convert_chat(row, where: str, id: str, source: str, system_mode: str = "fold
 
 
 def convert_sharegpt(row, where: str, id: str, source: str, system_mode: str = "fold") -> Conversation:
-  if not isinstance(row, dict) or not isinstance(row.get("conversations"), list):
-    raise RecordError("expected an object with a 'conversations' list", where)
   msgs = []
-  for i, m in enumerate(row["conversations"]):
+  for i, m in enumerate(_listed(row, "conversations", where, "a 'conversations' list")):
     if not isinstance(m, dict) or "from" not in m or "value" not in m:
       raise RecordError(f"conversations[{i}] must be an object with 'from' and 'value'", where)
     role = SHAREGPT_ROLES.get(str(m["from"]).lower())
@@ -84,3 +105,16 @@ def convert_sharegpt(row, where: str, id: str, source: str, system_mode: str = "
                         where, reason="bad_turns")
     msgs.append((role, _content(m["value"], where, i)))
   return _to_conversation(msgs, where, id, source, system_mode)
+
+
+def convert_interactions(row, where: str, id: str, source: str, system_mode: str = "fold") -> Conversation:
+  """IndicAlign-style: `interactions` is a list of [user, assistant] pairs."""
+  pairs = _listed(row, "interactions", where, "an 'interactions' list of [user, assistant] pairs")
+  if not pairs:
+    raise RecordError("'interactions' is empty", where, reason="empty_turn")
+  turns: list[tuple[str, str]] = []
+  for i, p in enumerate(pairs):
+    if not (isinstance(p, list | tuple) and len(p) == 2 and all(isinstance(x, str) for x in p)):
+      raise RecordError(f"interactions[{i}] must be a [user, assistant] pair of strings, got {str(p)[:60]!r}", where)
+    turns += [("user", p[0].strip()), ("assistant", p[1].strip())]
+  return make(id, source, turns, where)

@@ -1,12 +1,16 @@
-"""Rows out of files: JSON lists, JSONL, gzip of either, Parquet, a `datasets` directory made with
-`save_to_disk`, or (for users with hub access) a dataset name given to `datasets.load_dataset`.
+"""Rows out of files: JSON lists, JSONL, CSV/TSV (a header row; quoted fields may span lines), gzip of any of
+these, Parquet, a `datasets` directory made with `save_to_disk`, or (for users with hub access) a dataset
+name given to `datasets.load_dataset`.
 
-Each row comes with `where` ("file:line", "file[#item]", "file:row N") so a bad record can be named.
-A line that is not valid JSON comes back as a `BadRow`, never an exception half-way through a file.
+Each row comes with `where` ("file:line", "file[#item]", "file:row N") so a bad record can be named; in a
+CSV/TSV file N counts data rows from 1 (the header is not a row), in Parquet from 0.
+A line that is not valid JSON, or a CSV row with more or fewer cells than the header, comes back as a
+`BadRow`, never an exception half-way through a file.
 """
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import gzip
 import json
@@ -73,6 +77,26 @@ def _iter_parquet(path: str) -> Iterator[tuple[str, Any]]:
       n += 1
 
 
+def _iter_csv(path: str, delimiter: str) -> Iterator[tuple[str, Any]]:
+  csv.field_size_limit(1 << 30)  # the default 128 KB is smaller than some answers
+  opener = gzip.open if path.endswith(".gz") else open
+  with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+    reader = csv.reader(f, delimiter=delimiter)
+    header = next(reader, None)
+    if header is None:
+      return
+    if len(set(header)) != len(header):
+      raise ValueError(f"{path}: the header row names a column twice ({header})")
+    for n, cells in enumerate(reader, 1):
+      if not cells or (len(cells) == 1 and not cells[0].strip() and len(header) > 1):
+        continue  # a blank line
+      where = f"{path}:row {n}"
+      if len(cells) != len(header):
+        yield where, BadRow(f"{len(cells)} cells, the header has {len(header)}", delimiter.join(cells)[:2000])
+      else:
+        yield where, dict(zip(header, cells, strict=True))
+
+
 def _iter_dataset(ds, name: str) -> Iterator[tuple[str, Any]]:
   import datasets
 
@@ -111,13 +135,20 @@ def iter_rows(path: str | os.PathLike, split: str | None = None) -> Iterator[tup
     yield from _iter_parquet(path)
   elif base.endswith(".json"):
     yield from _iter_json(path)
+  elif base.endswith((".csv", ".tsv")):
+    yield from _iter_csv(path, "\t" if base.endswith(".tsv") else ",")
   elif base.endswith((".jsonl", ".ndjson")):
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
       yield from _iter_jsonl_lines(path, f)
   else:
-    raise ValueError(f"{path}: unknown file type; expected .json, .jsonl, .parquet (optionally .gz) or a "
-                     "save_to_disk directory")
+    raise ValueError(f"{path}: unknown file type; expected .json, .jsonl, .csv, .tsv, .parquet (optionally .gz) "
+                     "or a save_to_disk directory")
+
+
+def first_row(path: str | os.PathLike, split: str | None = None) -> Any:
+  """The first readable row of an input (None when it has none)."""
+  return next((r for _, r in iter_rows(path, split=split) if not isinstance(r, BadRow)), None)
 
 
 def file_format(path: str | os.PathLike, fmt: str, detect: Callable[[Any], str | None], formats: Sequence[str], *,
