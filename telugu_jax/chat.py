@@ -25,11 +25,19 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from telugu_jax.chat_format import ChatFormat, ChatFormatError, ChatTemplate, TooLongError, neutralise_markers
+from telugu_jax.chat_format import (
+  ChatFormat,
+  ChatFormatError,
+  ChatTemplate,
+  TooLongError,
+  clean_answer,
+  fit_prompt,
+  neutralise_markers,
+)
 from telugu_jax.data.records import Conversation, RecordError, Turn, read_jsonl, write_jsonl
 from telugu_jax.generate import Generator, SamplingConfig
 from telugu_jax.model.io import ModelDirError, load_model
-from telugu_jax.serve import guard
+from telugu_jax.safety import guard
 from telugu_jax.tokenizer import TokenizerError
 
 HELP = "type a message; /reset clears the history, /save FILE writes it, /exit quits"
@@ -92,26 +100,6 @@ def load_chat(checkpoint: str, adapter: str | None = None, *, merge: bool = True
 
 # ---- conversations -------------------------------------------------------------------------------------
 
-def fit_prompt(fmt: ChatFormat, turns: Sequence[Turn], budget: int) -> tuple[list[int], int]:
-  """Prompt ids for `turns` (ending with a user turn) in at most `budget` tokens, dropping the oldest
-  (user, assistant) pairs as needed. Returns (ids, number of turns dropped); `TooLongError` when the
-  last user turn alone does not fit."""
-  turns, dropped = list(turns), 0
-  while True:
-    ids = fmt.encode_prompt(turns).tolist()
-    if len(ids) <= budget:
-      return ids, dropped
-    if len(turns) <= 1:
-      raise TooLongError(f"the message is {len(ids)} tokens; at most {budget} fit beside the answer's room")
-    turns, dropped = turns[2:], dropped + 2
-
-
-def clean_answer(text: str, template: ChatTemplate) -> str:
-  """Generated text -> turn content: surrounding whitespace removed (the space after the assistant marker
-  belongs to the response), role markers at line starts broken so the answer cannot forge a turn."""
-  return neutralise_markers(text.strip(), template)
-
-
 @dataclasses.dataclass
 class Reply:
   text: str
@@ -136,7 +124,7 @@ class ChatSession:
   def ask(self, message: str, stream: Callable[[str], None] | None = None) -> Reply:
     """Answer `message`. With a safety filter (telugu_jax.safety, the CLI's default) the message is checked
     first (a refusal or the identity answer is returned without running the model) and the answer is
-    streamed a sentence at a time, each sentence checked before it is shown (telugu_jax.serve.guard)."""
+    streamed a sentence at a time, each sentence checked before it is shown (telugu_jax.safety.guard)."""
     user = Turn("user", neutralise_markers(message.strip(), self.fmt.template))
     if self.safety is not None and (verdict := guard.check_prompt(self.safety, message)) is not None:
       if stream is not None:

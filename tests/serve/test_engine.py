@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from telugu_jax.chat import clean_answer
+from telugu_jax.chat_format import clean_answer
 from telugu_jax.chat_format import DEFAULT_TEMPLATE
 from telugu_jax.generate import SamplingConfig, cut_at_stop
 from telugu_jax.serve.engine import Engine, Job, pow2_at_least, streamable
