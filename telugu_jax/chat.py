@@ -28,7 +28,6 @@ from collections.abc import Callable, Sequence
 from telugu_jax.chat_format import (
   ChatFormat,
   ChatFormatError,
-  ChatTemplate,
   TooLongError,
   clean_answer,
   fit_prompt,
@@ -36,68 +35,12 @@ from telugu_jax.chat_format import (
 )
 from telugu_jax.data.records import Conversation, RecordError, Turn, read_jsonl, write_jsonl
 from telugu_jax.generate import Generator, SamplingConfig
-from telugu_jax.model.io import ModelDirError, load_model
+from telugu_jax.inference import ChatError, load_chat  # noqa: F401 (load_chat: this CLI's API)
+from telugu_jax.model.io import ModelDirError
 from telugu_jax.safety import guard
 from telugu_jax.tokenizer import TokenizerError
 
 HELP = "type a message; /reset clears the history, /save FILE writes it, /exit quits"
-_ARCH_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
-
-
-class ChatError(ValueError):
-  """A checkpoint, adapter or input the chat cannot use; the message says what to do."""
-
-
-# ---- loading -------------------------------------------------------------------------------------------
-
-def _attach_adapter(loaded, adapter_dir: str) -> None:
-  """Put the `lora` tree of an adapter directory into `loaded`, after checking it fits the base."""
-  import jax
-
-  from telugu_jax.model import io as model_io
-  from telugu_jax.model.config import LlamaConfig
-  from telugu_jax.model.llama import Llama
-
-  try:
-    lora, lora_config, meta = model_io.load_adapter(adapter_dir)
-  except model_io.ModelDirError as e:
-    raise ChatError(str(e)) from None
-  arch = LlamaConfig.from_dict(meta["model"])
-  diff = [f for f in _ARCH_FIELDS if getattr(arch, f) != getattr(loaded.config, f)]
-  if diff:
-    raise ChatError(f"the adapter {adapter_dir} was trained for another base: {', '.join(diff)} differ from "
-                    f"{loaded.path}. Pass the --checkpoint it was trained on.")
-  want = jax.eval_shape(Llama(loaded.config, lora=lora_config).init_variables, jax.random.key(0))["lora"]
-  shapes = jax.tree_util.tree_map(lambda x: tuple(x.shape), lora)
-  if shapes != jax.tree_util.tree_map(lambda x: tuple(x.shape), want):
-    raise ChatError(f"the adapter in {adapter_dir} does not match its own config (rank/targets): re-export it")
-  if "lora" in loaded.variables:
-    print(f"note: --adapter {adapter_dir} replaces the adapter stored with {loaded.path}", file=sys.stderr)
-  loaded.variables = {**loaded.variables, "lora": lora}
-  loaded.lora_config = lora_config
-
-
-def load_chat(checkpoint: str, adapter: str | None = None, *, merge: bool = True) -> tuple[Generator, ChatFormat]:
-  """The generator and chat format of a model directory (and optional adapter directory).
-
-  Raises `ChatError` (or `ModelDirError`/`TokenizerError`) with a message that says what to do.
-  """
-  loaded = load_model(checkpoint)
-  if loaded.tokenizer is None:
-    raise ChatError(
-        f"{checkpoint} has no tokenizer (no tokenizer/ in it or in its base): chat needs the tokenizer the "
-        "model was trained with. Save it into the model directory (save_model(..., tokenizer=tok)) or convert "
-        "the checkpoint again with its tokenizer.")
-  if adapter is not None:
-    _attach_adapter(loaded, adapter)
-  try:
-    template = ChatTemplate(**(loaded.meta.get("chat_template") or {}))
-  except TypeError as e:
-    raise ChatError(f"{checkpoint}/model.json has a chat_template this version cannot read: {e}") from None
-  fmt = ChatFormat(loaded.tokenizer, template)
-  return Generator.from_loaded(loaded, merge=merge), fmt
-
-
 # ---- conversations -------------------------------------------------------------------------------------
 
 @dataclasses.dataclass
