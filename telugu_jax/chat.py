@@ -35,7 +35,7 @@ from telugu_jax.chat_format import (
 )
 from telugu_jax.data.records import Conversation, RecordError, Turn, read_jsonl, write_jsonl
 from telugu_jax.generate import Generator, SamplingConfig
-from telugu_jax.inference import ChatError, load_chat  # noqa: F401 (load_chat: this CLI's API)
+from telugu_jax.inference import ChatError, answer_batch, load_chat  # noqa: F401 (load_chat: this CLI's API)
 from telugu_jax.model.io import ModelDirError
 from telugu_jax.safety import guard
 from telugu_jax.tokenizer import TokenizerError
@@ -184,20 +184,17 @@ def answer_file(generator: Generator, fmt: ChatFormat, sampling: SamplingConfig,
       out[i] = dataclasses.replace(conv, meta={**conv.meta, "error": f"{e.reason}: {e}"})
       continue
     jobs.append((i, ids, turns, dropped, reference))
-  jobs.sort(key=lambda j: len(j[1]))  # similar lengths together: less padding, fewer prompt buckets
   bar = tqdm(total=len(jobs), desc="answering", unit="conv", disable=not progress, file=sys.stderr)
-  for start in range(0, len(jobs), batch_size):
-    chunk = jobs[start:start + batch_size]
-    gens = generator.generate([j[1] for j in chunk], sampling, stop_strings=stops, pad_batch_to=batch_size)
-    for (i, _, turns, dropped, reference), gen in zip(chunk, gens, strict=True):
-      conv = convs[i]
-      meta = {**conv.meta, "generation": {"finish_reason": gen.finish_reason, "new_tokens": len(gen.ids),
-                                          "dropped_turns": dropped}}
-      if reference is not None:
-        meta["reference"] = reference
-      answer = clean_answer(gen.text, fmt.template)
-      out[i] = dataclasses.replace(conv, turns=tuple(turns) + (Turn("assistant", answer),), meta=meta)
-    bar.update(len(chunk))
+  gens = answer_batch(generator, [j[1] for j in jobs], sampling, stop_strings=stops, batch_size=batch_size,
+                      on_batch=bar.update)
+  for (i, _, turns, dropped, reference), gen in zip(jobs, gens, strict=True):
+    conv = convs[i]
+    meta = {**conv.meta, "generation": {"finish_reason": gen.finish_reason, "new_tokens": len(gen.ids),
+                                        "dropped_turns": dropped}}
+    if reference is not None:
+      meta["reference"] = reference
+    answer = clean_answer(gen.text, fmt.template)
+    out[i] = dataclasses.replace(conv, turns=tuple(turns) + (Turn("assistant", answer),), meta=meta)
   bar.close()
   write_jsonl(out_path, out)
   return {"conversations": len(convs), "answered": len(jobs), "errors": len(convs) - len(jobs)}

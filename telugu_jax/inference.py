@@ -2,19 +2,23 @@
 
     generator, fmt = load_chat("runs/demo/sft")                        # REPL, file mode, evaluation
     base, fmt, adapters = load_base_and_adapters("ckpt/base", [("a", "runs/a/model"), ("b", "runs/b/model")])
+    gens = answer_batch(generator, [fmt.encode_prompt(turns) for turns in convs], sampling, batch_size=8)
 
 Many adapters over one base (the server's `--adapter NAME=DIR`): the base is loaded once and each adapter
 becomes a `Generator` that applies it on the fly (`Generator.with_adapter`) over the same base arrays, so
 memory holds one base whatever the number of adapters (merging would copy the base once per adapter).
+
+Many prompts (`answer_batch`): sorted by length, in padded batches of one size; chat file mode, evaluation
+and DPO sampling all go through it.
 """
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from telugu_jax.chat_format import ChatFormat, ChatTemplate
-from telugu_jax.generate import Generator
+from telugu_jax.generate import Generation, Generator, SamplingConfig
 from telugu_jax.model.io import load_model
 
 _ARCH_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
@@ -101,3 +105,28 @@ def load_base_and_adapters(checkpoint: str, adapters: Sequence[tuple[str, str]]
     lora, lora_config = check_adapter(loaded, adapter_dir)
     out[name] = base.with_adapter(lora, lora_config)
   return own, fmt, out
+
+
+def answer_batch(generator: Generator, prompts: Sequence[Sequence[int]],
+                 sampling: SamplingConfig | Callable[[int], SamplingConfig], *, stop_strings: Sequence[str] = (),
+                 batch_size: int = 8, sort: bool = True, on_batch: Callable[[int], None] | None = None
+                 ) -> list[Generation]:
+  """One `Generation` per prompt (token ids), in the prompts' order: the one batch loop of chat file mode,
+  evaluation and DPO sampling.
+
+  Prompts are sorted by length (`sort=False` keeps their order, e.g. k samples of one prompt side by side),
+  so a batch shares a prompt bucket and pads little, and go `batch_size` at a time, each batch padded to
+  `batch_size` rows: one compiled program serves every batch of a bucket. `sampling` may be a function of
+  the batch's first row (a seed per batch); `on_batch(n)` is called after each batch of n prompts.
+  """
+  order = sorted(range(len(prompts)), key=lambda i: len(prompts[i])) if sort else list(range(len(prompts)))
+  out: list[Generation | None] = [None] * len(prompts)
+  for start in range(0, len(order), batch_size):
+    rows = order[start:start + batch_size]
+    config = sampling(start) if callable(sampling) else sampling
+    gens = generator.generate([prompts[i] for i in rows], config, stop_strings=stop_strings, pad_batch_to=batch_size)
+    for i, gen in zip(rows, gens, strict=True):
+      out[i] = gen
+    if on_batch is not None:
+      on_batch(len(rows))
+  return out
