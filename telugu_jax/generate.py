@@ -46,7 +46,7 @@ from telugu_jax.model.cache import KVCache
 from telugu_jax.model.config import LlamaConfig
 from telugu_jax.model.llama import Llama
 from telugu_jax.model.lora import LoraConfig, merge_lora
-from telugu_jax.rows import RowSpec, RowTracker, cut_at_stop, holdback  # noqa: F401 (cut_at_stop, holdback: API)
+from telugu_jax.rows import RowSpec, RowTracker, cut_at_stop
 
 StreamFn = Callable[[int, str], None]  # (row, new text)
 # (tokens [B] int32, step, done before this step [B] bool) -> stop now [B] bool; numpy, on the host

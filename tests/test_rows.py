@@ -76,6 +76,8 @@ def test_cleaner_streams_a_prefix_of_clean_answer_and_nothing_it_would_take_back
 
 def test_stop_text_helpers():
   assert cut_at_stop("సరే.\nuser: hi\nuser:", ["\nuser:"]) == ("సరే.", True)
+  assert cut_at_stop("సరే.", ["\nuser:"]) == ("సరే.", False)
+  assert holdback("సరే.", ["\nuser:"]) == 0
   assert holdback("సరే.\nus", ["\nuser:"]) == 3
   assert holdback("ab\ufffd\ufffd", []) == 2
 
