@@ -305,9 +305,10 @@ class Generator:
       eos_id: token that ends a row; default the tokenizer's eos; None never stops early.
       pad_batch_to: pad the batch with dummy rows to this size (one compiled program for every batch).
       return_logits: also return each step's raw logits (tests; [B, N, V] float32 stays on the device).
-      host_hook: for callers that follow the rows themselves (a server): called after every step with all
-        rows (dummy rows too) as `hook(tokens, step, done)`, returns which rows stop now. It replaces the
-        built-in stop-string and stream handling, so give one or the other.
+      host_hook: for callers that set each row's own limits (a server passes a `rows.RowTracker` with per-row
+        stop strings, limits, a chat template and cancellation): called after every step with all rows (dummy
+        rows too) as `hook(tokens, step, done)`, returns which rows stop now. It replaces the built-in
+        tracker that `stop_strings` and `stream` set up, so give one or the other.
     """
     if not prompts:
       return []

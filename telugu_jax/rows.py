@@ -74,14 +74,18 @@ class Detokenizer:
     """Add one token; returns the text that became final with it ("" while it waits)."""
     self.ids.append(int(token))
     text = self.tokenizer.decode(self.ids[self._start:])
-    if len(text) > len(self._window_text) and not text.endswith(REPLACEMENT) and text.startswith(self._window_text):
-      piece = text[len(self._window_text):]
+    if text.startswith(self._window_text):
+      new = text[len(self._window_text):]
+    else:  # a decoder that rewrites earlier text (none of ours): what the whole row adds to the final text
+      full, done = self.tokenizer.decode(self.ids), "".join(self.parts)
+      new = full[len(done):] if full.startswith(done) else ""
+    if new and not new.endswith(REPLACEMENT):
       self._start, self._read = self._read, len(self.ids)
       self._window_text = self.tokenizer.decode(self.ids[self._start:self._read])
-      self.parts.append(piece)
+      self.parts.append(new)
       self.tail = ""
-      return piece
-    self.tail = text[len(self._window_text):] if text.startswith(self._window_text) else text
+      return new
+    self.tail = new
     return ""
 
   def flush(self) -> str:
