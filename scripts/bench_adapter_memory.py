@@ -7,6 +7,11 @@ Makes (once) a random base of the `300m` preset (`--layers` of them, float32 wei
 tokenizer, and 3 random rank-16 adapters on every projection; then runs `serve.__main__.load_models` in a fresh
 process per case and reports its peak resident memory (ru_maxrss). Serving N adapters over one base should
 cost one base plus N small adapters, not N + 1 bases.
+
+Measured (12 layers: 201M parameters, 766 MiB float32; peak RSS of load_models):
+              1 adapter   3 adapters
+  before      2,900 MiB   5,495 MiB   (commit e1aeb51: every adapter loads and merges its own copy of the base)
+  after       2,447 MiB   2,350 MiB   (one base; no adapter: 2,100 MiB)
 """
 
 from __future__ import annotations
