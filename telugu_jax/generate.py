@@ -23,7 +23,8 @@ top-p. `temperature=0` is greedy.
 
 LoRA: `merge_lora=True` (default) folds the adapter into the base weights once, so decoding costs the
 same as the base; `merge_lora=False` applies it on the fly, so adapters of the same shapes can be
-swapped in `generator.variables["lora"]` without recompiling.
+swapped in `generator.variables["lora"]` without recompiling, and `with_adapter` gives a generator per
+adapter over the same base arrays (one base in memory for many adapters: the server's `--adapter`).
 
 Shape legend: B batch, T prompt bucket, S cache slots, N new tokens, V vocab.
 """
@@ -272,11 +273,8 @@ class Generator:
     """This model's base with another LoRA adapter applied on the fly: a new Generator over the *same* base
     arrays (nothing is copied), so one base in memory serves any number of adapters. Adapters of one
     `LoraConfig` share one compiled program."""
-    gen = object.__new__(Generator)
-    gen.config, gen.tokenizer, gen.prompt_bucket = self.config, self.tokenizer, self.prompt_bucket
-    gen.variables = {"params": self.variables["params"], "lora": jax.tree_util.tree_map(jnp.asarray, lora)}
-    gen.model = Llama(self.config, lora=lora_config)
-    return gen
+    return Generator(self.config, {"params": self.variables["params"], "lora": lora}, tokenizer=self.tokenizer,
+                     lora_config=lora_config, merge=False, prompt_bucket=self.prompt_bucket)
 
   @classmethod
   def from_loaded(cls, loaded, **kw) -> Generator:
