@@ -25,92 +25,23 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
-from telugu_jax.chat_format import ChatFormat, ChatFormatError, ChatTemplate, TooLongError, neutralise_markers
+from telugu_jax.chat_format import (
+  ChatFormat,
+  ChatFormatError,
+  TooLongError,
+  clean_answer,
+  fit_prompt,
+  neutralise_markers,
+)
 from telugu_jax.data.records import Conversation, RecordError, Turn, read_jsonl, write_jsonl
 from telugu_jax.generate import Generator, SamplingConfig
-from telugu_jax.model.io import ModelDirError, load_model
-from telugu_jax.serve import guard
+from telugu_jax.inference import ChatError, answer_batch, load_chat  # noqa: F401 (load_chat: this CLI's API)
+from telugu_jax.model.io import ModelDirError
+from telugu_jax.safety import guard
 from telugu_jax.tokenizer import TokenizerError
 
 HELP = "type a message; /reset clears the history, /save FILE writes it, /exit quits"
-_ARCH_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
-
-
-class ChatError(ValueError):
-  """A checkpoint, adapter or input the chat cannot use; the message says what to do."""
-
-
-# ---- loading -------------------------------------------------------------------------------------------
-
-def _attach_adapter(loaded, adapter_dir: str) -> None:
-  """Put the `lora` tree of an adapter directory into `loaded`, after checking it fits the base."""
-  import jax
-
-  from telugu_jax.model import io as model_io
-  from telugu_jax.model.config import LlamaConfig
-  from telugu_jax.model.llama import Llama
-
-  try:
-    lora, lora_config, meta = model_io.load_adapter(adapter_dir)
-  except model_io.ModelDirError as e:
-    raise ChatError(str(e)) from None
-  arch = LlamaConfig.from_dict(meta["model"])
-  diff = [f for f in _ARCH_FIELDS if getattr(arch, f) != getattr(loaded.config, f)]
-  if diff:
-    raise ChatError(f"the adapter {adapter_dir} was trained for another base: {', '.join(diff)} differ from "
-                    f"{loaded.path}. Pass the --checkpoint it was trained on.")
-  want = jax.eval_shape(Llama(loaded.config, lora=lora_config).init_variables, jax.random.key(0))["lora"]
-  shapes = jax.tree_util.tree_map(lambda x: tuple(x.shape), lora)
-  if shapes != jax.tree_util.tree_map(lambda x: tuple(x.shape), want):
-    raise ChatError(f"the adapter in {adapter_dir} does not match its own config (rank/targets): re-export it")
-  if "lora" in loaded.variables:
-    print(f"note: --adapter {adapter_dir} replaces the adapter stored with {loaded.path}", file=sys.stderr)
-  loaded.variables = {**loaded.variables, "lora": lora}
-  loaded.lora_config = lora_config
-
-
-def load_chat(checkpoint: str, adapter: str | None = None, *, merge: bool = True) -> tuple[Generator, ChatFormat]:
-  """The generator and chat format of a model directory (and optional adapter directory).
-
-  Raises `ChatError` (or `ModelDirError`/`TokenizerError`) with a message that says what to do.
-  """
-  loaded = load_model(checkpoint)
-  if loaded.tokenizer is None:
-    raise ChatError(
-        f"{checkpoint} has no tokenizer (no tokenizer/ in it or in its base): chat needs the tokenizer the "
-        "model was trained with. Save it into the model directory (save_model(..., tokenizer=tok)) or convert "
-        "the checkpoint again with its tokenizer.")
-  if adapter is not None:
-    _attach_adapter(loaded, adapter)
-  try:
-    template = ChatTemplate(**(loaded.meta.get("chat_template") or {}))
-  except TypeError as e:
-    raise ChatError(f"{checkpoint}/model.json has a chat_template this version cannot read: {e}") from None
-  fmt = ChatFormat(loaded.tokenizer, template)
-  return Generator.from_loaded(loaded, merge=merge), fmt
-
-
 # ---- conversations -------------------------------------------------------------------------------------
-
-def fit_prompt(fmt: ChatFormat, turns: Sequence[Turn], budget: int) -> tuple[list[int], int]:
-  """Prompt ids for `turns` (ending with a user turn) in at most `budget` tokens, dropping the oldest
-  (user, assistant) pairs as needed. Returns (ids, number of turns dropped); `TooLongError` when the
-  last user turn alone does not fit."""
-  turns, dropped = list(turns), 0
-  while True:
-    ids = fmt.encode_prompt(turns).tolist()
-    if len(ids) <= budget:
-      return ids, dropped
-    if len(turns) <= 1:
-      raise TooLongError(f"the message is {len(ids)} tokens; at most {budget} fit beside the answer's room")
-    turns, dropped = turns[2:], dropped + 2
-
-
-def clean_answer(text: str, template: ChatTemplate) -> str:
-  """Generated text -> turn content: surrounding whitespace removed (the space after the assistant marker
-  belongs to the response), role markers at line starts broken so the answer cannot forge a turn."""
-  return neutralise_markers(text.strip(), template)
-
 
 @dataclasses.dataclass
 class Reply:
@@ -136,7 +67,7 @@ class ChatSession:
   def ask(self, message: str, stream: Callable[[str], None] | None = None) -> Reply:
     """Answer `message`. With a safety filter (telugu_jax.safety, the CLI's default) the message is checked
     first (a refusal or the identity answer is returned without running the model) and the answer is
-    streamed a sentence at a time, each sentence checked before it is shown (telugu_jax.serve.guard)."""
+    streamed a sentence at a time, each sentence checked before it is shown (telugu_jax.safety.guard)."""
     user = Turn("user", neutralise_markers(message.strip(), self.fmt.template))
     if self.safety is not None and (verdict := guard.check_prompt(self.safety, message)) is not None:
       if stream is not None:
@@ -253,20 +184,17 @@ def answer_file(generator: Generator, fmt: ChatFormat, sampling: SamplingConfig,
       out[i] = dataclasses.replace(conv, meta={**conv.meta, "error": f"{e.reason}: {e}"})
       continue
     jobs.append((i, ids, turns, dropped, reference))
-  jobs.sort(key=lambda j: len(j[1]))  # similar lengths together: less padding, fewer prompt buckets
   bar = tqdm(total=len(jobs), desc="answering", unit="conv", disable=not progress, file=sys.stderr)
-  for start in range(0, len(jobs), batch_size):
-    chunk = jobs[start:start + batch_size]
-    gens = generator.generate([j[1] for j in chunk], sampling, stop_strings=stops, pad_batch_to=batch_size)
-    for (i, _, turns, dropped, reference), gen in zip(chunk, gens, strict=True):
-      conv = convs[i]
-      meta = {**conv.meta, "generation": {"finish_reason": gen.finish_reason, "new_tokens": len(gen.ids),
-                                          "dropped_turns": dropped}}
-      if reference is not None:
-        meta["reference"] = reference
-      answer = clean_answer(gen.text, fmt.template)
-      out[i] = dataclasses.replace(conv, turns=tuple(turns) + (Turn("assistant", answer),), meta=meta)
-    bar.update(len(chunk))
+  gens = answer_batch(generator, [j[1] for j in jobs], sampling, stop_strings=stops, batch_size=batch_size,
+                      on_batch=bar.update)
+  for (i, _, turns, dropped, reference), gen in zip(jobs, gens, strict=True):
+    conv = convs[i]
+    meta = {**conv.meta, "generation": {"finish_reason": gen.finish_reason, "new_tokens": len(gen.ids),
+                                        "dropped_turns": dropped}}
+    if reference is not None:
+      meta["reference"] = reference
+    answer = clean_answer(gen.text, fmt.template)
+    out[i] = dataclasses.replace(conv, turns=tuple(turns) + (Turn("assistant", answer),), meta=meta)
   bar.close()
   write_jsonl(out_path, out)
   return {"conversations": len(convs), "answered": len(jobs), "errors": len(convs) - len(jobs)}

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from telugu_jax.data.records import Conversation, Turn
+from telugu_jax.conversation import Conversation, Turn
 from telugu_jax.tokenizer import Tokenizer, TokenizerError
 
 
@@ -224,3 +224,25 @@ class ChatFormat:
       body = pieces[k + 2]
       turns.append(Turn(role, body[len(t.sep):] if body.startswith(t.sep) else body))
     return turns
+
+
+# ---- inference: prompts that fit, answers as turn content ------------------------------------------------
+
+def fit_prompt(fmt: ChatFormat, turns: Sequence[Turn], budget: int) -> tuple[list[int], int]:
+  """Prompt ids for `turns` (ending with a user turn) in at most `budget` tokens, dropping the oldest
+  (user, assistant) pairs as needed. Returns (ids, number of turns dropped); `TooLongError` when the
+  last user turn alone does not fit."""
+  turns, dropped = list(turns), 0
+  while True:
+    ids = fmt.encode_prompt(turns).tolist()
+    if len(ids) <= budget:
+      return ids, dropped
+    if len(turns) <= 1:
+      raise TooLongError(f"the message is {len(ids)} tokens; at most {budget} fit beside the answer's room")
+    turns, dropped = turns[2:], dropped + 2
+
+
+def clean_answer(text: str, template: ChatTemplate) -> str:
+  """Generated text -> turn content: surrounding whitespace removed (the space after the assistant marker
+  belongs to the response), role markers at line starts broken so the answer cannot forge a turn."""
+  return neutralise_markers(text.strip(), template)

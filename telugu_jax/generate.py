@@ -12,9 +12,10 @@ neighbours. The cache has `bucket + max_new_tokens` slots.
 
 Stop strings are text, and the ids that spell them vary with context (`\\n`,`us`,`er`,`:` or a merged
 piece), so they are checked on the host, on the decoded text, through an ordered `io_callback` in the
-loop body; the same callback streams text. It runs only when stop strings or streaming are asked for;
-without them (benchmarks) the loop never leaves the device. Streaming holds back text that could still
-turn into a stop string, and an incomplete UTF-8 byte sequence, so what is streamed always equals the
+loop body: the row tracker (`telugu_jax.rows.RowTracker`, the same one the server uses) decodes only each
+step's new tokens, checks stop strings and streams text. It runs only when stop strings or streaming are
+asked for; without them (benchmarks) the loop never leaves the device. Streaming holds back text that could
+still turn into a stop string, and an incomplete UTF-8 byte sequence, so what is streamed always equals the
 final text.
 
 Sampling follows Hugging Face's order: repetition penalty on the raw logits, then temperature, top-k,
@@ -22,7 +23,8 @@ top-p. `temperature=0` is greedy.
 
 LoRA: `merge_lora=True` (default) folds the adapter into the base weights once, so decoding costs the
 same as the base; `merge_lora=False` applies it on the fly, so adapters of the same shapes can be
-swapped in `generator.variables["lora"]` without recompiling.
+swapped in `generator.variables["lora"]` without recompiling, and `with_adapter` gives a generator per
+adapter over the same base arrays (one base in memory for many adapters: the server's `--adapter`).
 
 Shape legend: B batch, T prompt bucket, S cache slots, N new tokens, V vocab.
 """
@@ -45,6 +47,7 @@ from telugu_jax.model.cache import KVCache
 from telugu_jax.model.config import LlamaConfig
 from telugu_jax.model.llama import Llama
 from telugu_jax.model.lora import LoraConfig, merge_lora
+from telugu_jax.rows import RowSpec, RowTracker, cut_at_stop
 
 StreamFn = Callable[[int, str], None]  # (row, new text)
 # (tokens [B] int32, step, done before this step [B] bool) -> stop now [B] bool; numpy, on the host
@@ -141,71 +144,10 @@ def sample_next(logits_bv: jax.Array, rng: jax.Array, seen_bv: jax.Array | None,
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-def lm_head(config: LlamaConfig, params: dict, hidden_bd: jax.Array) -> jax.Array:
-  """Logits [B, V] float32 from final hidden states [B, D], as `Llama` computes them. The prefill needs
-  logits at one position only; the full [B, T, V] tensor would be GBs for a 32K vocabulary."""
-  if config.tie_embeddings:
-    kernel = params["embed_tokens"]["embedding"].T
-  else:
-    kernel = params["lm_head"]
-  return jnp.dot(hidden_bd, kernel.astype(config.compute_dtype), preferred_element_type=jnp.float32)
-
-
-# ---- host side: stop strings and streaming -------------------------------------------------------------
-
-def cut_at_stop(text: str, stop_strings: Sequence[str]) -> tuple[str, bool]:
-  """`text` before the earliest stop string, and whether one was found."""
-  hits = [i for i in (text.find(s) for s in stop_strings if s) if i >= 0]
-  return (text[:min(hits)], True) if hits else (text, False)
-
-
-def holdback(text: str, stop_strings: Sequence[str]) -> int:
-  """How many trailing characters of `text` may not be streamed yet: a partial stop string, or an
-  incomplete UTF-8 sequence (decoded as U+FFFD until its last byte arrives)."""
-  n = 0
-  for s in stop_strings:
-    for k in range(min(len(s) - 1, len(text)), n, -1):
-      if text.endswith(s[:k]):
-        n = k
-        break
-  stripped = text.rstrip("\ufffd")
-  return max(n, len(text) - len(stripped))
-
-
-class _HostRows:
-  """Per-row state the decode loop reports to: token ids so far, text streamed so far, stops."""
-
-  def __init__(self, tokenizer, batch: int, n_real: int, eos_id: int | None, stop_strings: Sequence[str],
-               stream: StreamFn | None, max_new_tokens: int):
-    self.tokenizer, self.eos_id, self.stops, self.stream = tokenizer, eos_id, tuple(stop_strings), stream
-    self.n_real, self.max_new = n_real, max_new_tokens
-    self.ids: list[list[int]] = [[] for _ in range(batch)]
-    self.streamed = [0] * batch
-    self.finished = [False] * batch
-
-  def __call__(self, tok_b: np.ndarray, step: np.ndarray, done_b: np.ndarray) -> np.ndarray:
-    stop = np.zeros(len(self.ids), bool)
-    last_step = int(step) == self.max_new - 1
-    for r in range(self.n_real):
-      if done_b[r] or self.finished[r]:
-        continue
-      tok = int(tok_b[r])
-      self.ids[r].append(tok)
-      is_eos = tok == self.eos_id
-      text, hit = cut_at_stop(self.tokenizer.decode([i for i in self.ids[r] if i != self.eos_id]), self.stops)
-      final = hit or is_eos or last_step
-      stop[r] = hit
-      self.finished[r] = final
-      if self.stream is not None:
-        end = len(text) if final else len(text) - holdback(text, self.stops)
-        if end > self.streamed[r]:
-          self.stream(r, text[self.streamed[r]:end])
-          self.streamed[r] = end
-    return stop
-
+# ---- host side: the row tracker (telugu_jax.rows) is called through one dispatcher -------------------------
 
 # io_callback targets must be fixed at trace time, so the jitted loop calls one dispatcher with the
-# handler's id as an operand: each generate() call registers its own _HostRows without recompiling.
+# handler's id as an operand: each generate() call registers its own RowTracker without recompiling.
 _HANDLERS: dict[int, HostHook] = {}
 _HANDLER_IDS = itertools.count(1)
 _HANDLER_LOCK = threading.Lock()
@@ -242,7 +184,7 @@ def prefill(model: Llama, variables: dict, tokens_bt: jax.Array, lengths_b: jax.
   cache = KVCache.create(model.config, b, cache_size)
   hidden, cache = model.apply(variables, tokens_bt, positions=positions, segment_ids=segment_ids, cache=cache,
                               return_hidden=True)
-  return lm_head(model.config, variables["params"], hidden[:, -1]), cache
+  return model.output_head(variables["params"], hidden[:, -1]), cache
 
 
 def decode(model: Llama, variables: dict, logits_bv: jax.Array, cache: KVCache, lengths_b: jax.Array,
@@ -327,6 +269,13 @@ class Generator:
       raise ValueError("the new adapter's shapes (rank, targets) differ from the current one's")
     self.variables = {**self.variables, "lora": jax.tree_util.tree_map(jnp.asarray, lora)}
 
+  def with_adapter(self, lora: dict, lora_config: LoraConfig) -> Generator:
+    """This model's base with another LoRA adapter applied on the fly: a new Generator over the *same* base
+    arrays (nothing is copied), so one base in memory serves any number of adapters. Adapters of one
+    `LoraConfig` share one compiled program."""
+    return Generator(self.config, {"params": self.variables["params"], "lora": lora}, tokenizer=self.tokenizer,
+                     lora_config=lora_config, merge=False, prompt_bucket=self.prompt_bucket)
+
   @classmethod
   def from_loaded(cls, loaded, **kw) -> Generator:
     """From `telugu_jax.model.io.load_model(...)`."""
@@ -354,9 +303,10 @@ class Generator:
       eos_id: token that ends a row; default the tokenizer's eos; None never stops early.
       pad_batch_to: pad the batch with dummy rows to this size (one compiled program for every batch).
       return_logits: also return each step's raw logits (tests; [B, N, V] float32 stays on the device).
-      host_hook: for callers that follow the rows themselves (a server): called after every step with all
-        rows (dummy rows too) as `hook(tokens, step, done)`, returns which rows stop now. It replaces the
-        built-in stop-string and stream handling, so give one or the other.
+      host_hook: for callers that set each row's own limits (a server passes a `rows.RowTracker` with per-row
+        stop strings, limits, a chat template and cancellation): called after every step with all rows (dummy
+        rows too) as `hook(tokens, step, done)`, returns which rows stop now. It replaces the built-in
+        tracker that `stop_strings` and `stream` set up, so give one or the other.
     """
     if not prompts:
       return []
@@ -390,7 +340,12 @@ class Generator:
     vocab_limit = self.config.vocab_size if self.tokenizer is None else min(self.tokenizer.vocab_size,
                                                                              self.config.vocab_size)
     use_host = bool(stop_strings) or stream is not None or host_hook is not None
-    host = host_hook or _HostRows(self.tokenizer, batch, n_real, eos_id, stop_strings, stream, sampling.max_new_tokens)
+    tracker = None
+    if host_hook is None and use_host:
+      specs = [RowSpec(stops=tuple(stop_strings), on_text=None if stream is None else functools.partial(stream, r))
+               for r in range(n_real)]
+      tracker = RowTracker(self.tokenizer, specs, batch, eos_id=eos_id, max_steps=sampling.max_new_tokens)
+    host = host_hook or tracker
     with _HANDLER_LOCK:
       handler_id = next(_HANDLER_IDS)
       _HANDLERS[handler_id] = host
@@ -409,12 +364,16 @@ class Generator:
     results = []
     for r in range(n_real):
       ids = out[r, :count[r]].tolist()
-      text, hit = "", False
-      if self.tokenizer is not None:
-        text, hit = cut_at_stop(self.tokenizer.decode([i for i in ids if i != eos_id]), stop_strings)
-      # Shorter than max_new_tokens without eos means a stop string or the host hook ended the row.
-      reason = ("eos" if ids and ids[-1] == eos_id else
-                "stop" if hit or len(ids) < sampling.max_new_tokens else "length")
+      if tracker is not None:
+        row = tracker.rows[r]
+        text, reason = row.text, row.reason or "length"
+      else:
+        text, hit = "", False
+        if self.tokenizer is not None:
+          text, hit = cut_at_stop(self.tokenizer.decode([i for i in ids if i != eos_id]), stop_strings)
+        # Shorter than max_new_tokens without eos means a stop string or the host hook ended the row.
+        reason = ("eos" if ids and ids[-1] == eos_id else
+                  "stop" if hit or len(ids) < sampling.max_new_tokens else "length")
       results.append(Generation(ids=ids, text=text, finish_reason=reason,
                                 step_logits=None if hist is None else hist[r, :count[r]]))
     return results

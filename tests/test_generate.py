@@ -17,8 +17,6 @@ from telugu_jax.generate import (
   SamplingConfig,
   _generate_device,
   _mode,
-  cut_at_stop,
-  holdback,
   process_logits,
   sampling_knobs,
 )
@@ -218,14 +216,6 @@ def test_process_logits_matches_transformers(kw):
   np.testing.assert_array_equal(np.isfinite(ours), np.isfinite(ref))
   np.testing.assert_allclose(ours[np.isfinite(ours)], ref[np.isfinite(ref)], rtol=1e-6, atol=1e-6)
   assert np.isfinite(ours).sum(-1).min() >= 1
-
-
-def test_stop_text_helpers():
-  assert cut_at_stop("సరే.\nuser: hi\nuser:", ["\nuser:"]) == ("సరే.", True)
-  assert cut_at_stop("సరే.", ["\nuser:"]) == ("సరే.", False)
-  assert holdback("సరే.\nus", ["\nuser:"]) == 3
-  assert holdback("సరే.", ["\nuser:"]) == 0
-  assert holdback("ab\ufffd\ufffd", []) == 2
 
 
 # ---- a scripted model: greedy output known by construction --------------------------------------------------

@@ -1,4 +1,5 @@
-"""The one record type every data stage reads and writes: a `Conversation`, stored as JSONL.
+"""The one record type every data stage reads and writes: a `Conversation` (`telugu_jax.conversation`), stored
+as JSONL.
 
 A line is `{"id": str, "source": str, "turns": [{"role": "user"|"assistant", "content": str}, ...],
 "meta": {...}}`. Reading a malformed line raises `RecordError` naming file:line and what is wrong;
@@ -7,74 +8,14 @@ stages that must not stop half-way use `iter_jsonl(..., on_error=...)` to collec
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
 
-ROLES = ("user", "assistant")
+from telugu_jax.conversation import ROLES, Conversation, RecordError, Turn
 
-
-class RecordError(ValueError):
-  """A record that cannot be read; `where` is "file:line"."""
-
-  def __init__(self, message: str, where: str = "", reason: str = "malformed"):
-    super().__init__(f"{where}: {message}" if where else message)
-    self.where, self.reason = where, reason
-
-
-@dataclasses.dataclass(frozen=True)
-class Turn:
-  role: str
-  content: str
-
-  def to_dict(self) -> dict:
-    return {"role": self.role, "content": self.content}
-
-
-@dataclasses.dataclass(frozen=True)
-class Conversation:
-  id: str
-  turns: tuple[Turn, ...]
-  source: str = ""
-  meta: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-  def to_dict(self) -> dict:
-    return {"id": self.id, "source": self.source, "turns": [t.to_dict() for t in self.turns],
-            "meta": self.meta}
-
-  def to_json(self) -> str:
-    return json.dumps(self.to_dict(), ensure_ascii=False)
-
-  @classmethod
-  def from_dict(cls, d: Any, where: str = "") -> Conversation:
-    if not isinstance(d, dict):
-      raise RecordError(f"expected a JSON object, got {type(d).__name__}", where)
-    missing = [k for k in ("id", "turns") if k not in d]
-    if missing:
-      raise RecordError(f"missing field(s) {missing}", where)
-    turns = d["turns"]
-    if not isinstance(turns, list) or not turns:
-      raise RecordError("'turns' must be a non-empty list", where)
-    out = []
-    for i, t in enumerate(turns):
-      if not isinstance(t, dict) or "role" not in t or "content" not in t:
-        raise RecordError(f"turn {i} must be an object with 'role' and 'content'", where)
-      if t["role"] not in ROLES:
-        raise RecordError(f"turn {i} has role {t['role']!r}; expected one of {ROLES}", where)
-      if not isinstance(t["content"], str):
-        raise RecordError(f"turn {i} content must be a string", where)
-      out.append(Turn(t["role"], t["content"]))
-    meta = d.get("meta") or {}
-    if not isinstance(meta, dict):
-      raise RecordError("'meta' must be an object", where)
-    return cls(id=str(d["id"]), turns=tuple(out), source=str(d.get("source", "")), meta=meta)
-
-  @classmethod
-  def single(cls, id: str, user: str, assistant: str, source: str = "", **meta) -> Conversation:
-    return cls(id=id, turns=(Turn("user", user), Turn("assistant", assistant)), source=source, meta=meta)
+__all__ = ["ROLES", "Conversation", "RecordError", "Turn", "iter_jsonl", "read_jsonl", "write_jsonl"]
 
 
 def _open(path: str | os.PathLike, mode: str = "rt"):

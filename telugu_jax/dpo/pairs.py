@@ -155,6 +155,7 @@ def build_pairs_into(stage: Stage, generator, fmt: ChatFormat, conversations: Se
                      cfg: PairConfig, judge_client: Any = None) -> None:
   """Sample, rank and keep or reject every conversation's prompt into `stage` (skipping ones already done)."""
   from telugu_jax.generate import SamplingConfig
+  from telugu_jax.inference import answer_batch
 
   if cfg.ranking != "rules" and judge_client is None:
     raise ValueError(f"ranking={cfg.ranking!r} needs a judge client (--judge-url and --judge-model)")
@@ -179,8 +180,10 @@ def build_pairs_into(stage: Stage, generator, fmt: ChatFormat, conversations: Se
     chunk = todo[start:start + cfg.batch_prompts]
     sampling = SamplingConfig(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p,
                               seed=cfg.seed + start)
-    gens = generator.generate([ids for _, _, ids in chunk for _ in range(cfg.k)], sampling,
-                              stop_strings=fmt.template.stop_strings, pad_batch_to=rows)
+    # One batch per chunk, kept in order (k samples of a prompt side by side); ranked and flushed per chunk so a
+    # killed run resumes.
+    gens = answer_batch(generator, [ids for _, _, ids in chunk for _ in range(cfg.k)], sampling,
+                        stop_strings=fmt.template.stop_strings, batch_size=rows, sort=False)
     cands = [[(g.text.strip(), g.finish_reason) for g in gens[j * cfg.k:(j + 1) * cfg.k]] for j in range(len(chunk))]
     ratings = None
     if cfg.ranking != "rules":

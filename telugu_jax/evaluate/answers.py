@@ -1,8 +1,9 @@
 """Answers of one model to many questions, generated in batches, with each answer's checks.
 
-Prompts are rendered by the chat format (`...\\nassistant:`), sorted by length so a batch shares a prompt
-bucket, and generated `batch_size` at a time with the batch padded to that size: one compiled program per
-bucket, reused by every system of the same architecture (a merged LoRA model is a plain model). Generation
+Prompts are rendered by the chat format (`...\\nassistant:`) and answered by `inference.answer_batch`: sorted
+by length so a batch shares a prompt bucket, and generated `batch_size` at a time with the batch padded to
+that size: one compiled program per bucket, reused by every system of the same architecture (a merged LoRA
+model is a plain model). Generation
 stops at `<eos>` or at the template's stop string (`\\nuser:`); the raw text, every generated token decoded,
 keeps that stop string so the compliance check sees the invented turn.
 
@@ -18,6 +19,7 @@ from telugu_jax.chat_format import ChatFormat
 from telugu_jax.evaluate.metrics import ResponseChecks, check_response, repetition_rate
 from telugu_jax.evaluate.questions import Question
 from telugu_jax.generate import Generator, SamplingConfig
+from telugu_jax.inference import answer_batch
 
 
 def _row(q: Question, text: str, raw: str, finish_reason: str, new_tokens: int, checks: ResponseChecks,
@@ -47,19 +49,21 @@ def generate_answers(loaded, questions: Sequence[Question], sampling: SamplingCo
                               expected_script=q.expected_script, repetition=repetition_rate(""))
       rows[i] = _row(q, "", "", "error", 0, checks, error=msg)
     else:
-      todo.append((len(ids), i, ids))
-  todo.sort()
-  for start in range(0, len(todo), batch_size):
-    chunk = todo[start:start + batch_size]
-    outs = gen.generate([ids for _, _, ids in chunk], sampling, stop_strings=fmt.template.stop_strings,
-                        pad_batch_to=batch_size)
-    for (_, i, _), out in zip(chunk, outs, strict=True):
-      q = questions[i]
-      raw = tok.decode([t for t in out.ids if t != tok.eos_id])
-      text = out.text.strip()
-      checks = check_response(text, raw, out.finish_reason, expected_script=q.expected_script,
-                              template=fmt.template)
-      rows[i] = _row(q, text, raw, out.finish_reason, len(out.ids), checks)
+      todo.append((i, ids))
+  done = 0
+
+  def report(n: int) -> None:
+    nonlocal done
+    done += n
     if progress:
-      print(f"  {min(start + batch_size, len(todo))}/{len(todo)} answered", flush=True)
+      print(f"  {done}/{len(todo)} answered", flush=True)
+
+  outs = answer_batch(gen, [ids for _, ids in todo], sampling, stop_strings=fmt.template.stop_strings,
+                      batch_size=batch_size, on_batch=report)
+  for (i, _), out in zip(todo, outs, strict=True):
+    q = questions[i]
+    raw = tok.decode([t for t in out.ids if t != tok.eos_id])
+    text = out.text.strip()
+    checks = check_response(text, raw, out.finish_reason, expected_script=q.expected_script, template=fmt.template)
+    rows[i] = _row(q, text, raw, out.finish_reason, len(out.ids), checks)
   return [rows[i] for i in range(len(questions))]

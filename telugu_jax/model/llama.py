@@ -15,6 +15,7 @@ D model dim, F mlp dim, V vocab.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import flax.linen as nn
 import jax
@@ -248,17 +249,25 @@ class Llama(nn.Module):
         new_v.append(layer_cache[1])
 
     x = RMSNorm(c.rms_eps, c.compute_dtype, c.weight_dtype, name="norm")(x)
-    if return_hidden:
-      out = x
-    elif c.tie_embeddings:
-      out = jnp.dot(x, embed.embedding.T.astype(c.compute_dtype), preferred_element_type=jnp.float32)
-    else:
-      kernel = self.param("lm_head", nn.initializers.normal(0.02), (c.d_model, c.vocab_size), c.weight_dtype)
-      out = jnp.dot(x, kernel.astype(c.compute_dtype), preferred_element_type=jnp.float32)
+    if not c.tie_embeddings:
+      self.param("lm_head", nn.initializers.normal(0.02), (c.d_model, c.vocab_size), c.weight_dtype)
+    out = x if return_hidden else self.output_head(self.variables["params"], x)
     if cache is None:
       return out
     new_cache = KVCache(keys=tuple(new_k), values=tuple(new_v), segment_ids=k_seg, index=cache.index + t)
     return out, new_cache
+
+  def head_kernel(self, params: Mapping) -> jax.Array:
+    """The output projection [D, V] in the compute dtype, from a `params` tree: the transposed embedding
+    when tied, else `lm_head`. The one place that choice is made (the model, the prefill, the chunked loss)."""
+    c = self.config
+    kernel = params["embed_tokens"]["embedding"].T if c.tie_embeddings else params["lm_head"]
+    return kernel.astype(c.compute_dtype)
+
+  def output_head(self, params: Mapping, hidden_xd: jax.Array) -> jax.Array:
+    """Logits [..., V] float32 from final (normed) hidden states [..., D]. Callers that need logits at a few
+    positions only (the prefill) call it on those, not on the whole [B, T, V]."""
+    return jnp.dot(hidden_xd, self.head_kernel(params), preferred_element_type=jnp.float32)
 
   def init_variables(self, rng: jax.Array, seq_len: int = 8) -> dict:
     """Initialise all collections (params, and lora when configured) with a dummy batch."""

@@ -9,7 +9,8 @@
     python -m telugu_jax.safety eval                                          # precision/recall on the labelled set
 
 Modules: normalise.py (matching views: NFKC, zero-width, spacing, leetspeak), rules.py (pattern files),
-filter.py (SafetyFilter, Decision), metrics.py (per-category precision/recall, false-positive rate).
+filter.py (SafetyFilter, Decision), metrics.py (per-category precision/recall, false-positive rate),
+guard.py (the filter on a conversation's path: prompt, answer, a stream checked a sentence at a time).
 The lists and messages live in telugu_jax/assets/safety/.
 """
 

@@ -5,7 +5,8 @@
     python -m telugu_jax.serve --checkpoint runs/demo/sft --rate-sheet eval/blind_sheet.csv   # /rate
 
 `--checkpoint` is served under its directory name (or `--name`); each `--adapter NAME=DIR` is that base
-with the LoRA adapter in DIR merged in, served as NAME; a request's `model` picks one. Binds 127.0.0.1
+with the LoRA adapter in DIR, served as NAME; a request's `model` picks one. The base is held once: every
+adapter is applied on the fly over the same weights (a batch holds one model's requests). Binds 127.0.0.1
 unless `--host` says otherwise. With `--api-key-env NAME`, the key is read from that environment
 variable and every route requires it. The safety filter (`telugu_jax.safety`) checks prompts and answers
 unless `--no-safety` is given.
@@ -18,7 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from telugu_jax.chat import ChatError, load_chat
+from telugu_jax.inference import ChatError, load_base_and_adapters, load_chat
 from telugu_jax.model.io import ModelDirError, resolve_model_dir
 from telugu_jax.serve.engine import Engine, ServedModel
 from telugu_jax.serve.ratings import RatingError, RatingStore
@@ -44,16 +45,21 @@ def parse_adapters(specs: Sequence[str]) -> list[tuple[str, str]]:
 
 def load_models(checkpoint: str, adapters: Sequence[tuple[str, str]], name: str | None = None
                 ) -> dict[str, ServedModel]:
-  """Every served model by name: the checkpoint, then the base with each adapter merged in."""
-  models: dict[str, ServedModel] = {}
-  for served_name, adapter in [(name or model_name(checkpoint), None), *adapters]:
-    if served_name in models:
-      raise ChatError(f"two models are named {served_name!r}: give each --adapter its own NAME (or use --name)")
-    if adapter is not None:
-      adapter = resolve_model_dir(adapter)  # a training run folder names its final model RUN/model
-    generator, fmt = load_chat(checkpoint, adapter)
-    source = os.path.abspath(checkpoint) + ("" if adapter is None else f" + adapter {os.path.abspath(adapter)}")
-    models[served_name] = ServedModel(served_name, generator, fmt, source)
+  """Every served model by name: the checkpoint, then the base with each adapter. Without adapters the
+  checkpoint is loaded as the chat CLI loads it (its own adapter merged); with adapters, the base is loaded
+  once and every adapter is applied on the fly over those same arrays (one base in memory)."""
+  names = [name or model_name(checkpoint), *(n for n, _ in adapters)]
+  if dup := next((n for i, n in enumerate(names) if n in names[:i]), None):
+    raise ChatError(f"two models are named {dup!r}: give each --adapter its own NAME (or use --name)")
+  source = os.path.abspath(checkpoint)
+  if not adapters:
+    generator, fmt = load_chat(checkpoint)
+    return {names[0]: ServedModel(names[0], generator, fmt, source)}
+  dirs = [(n, resolve_model_dir(path)) for n, path in adapters]  # a training run folder names its model RUN/model
+  own, fmt, generators = load_base_and_adapters(checkpoint, dirs)
+  models = {names[0]: ServedModel(names[0], own, fmt, source)}
+  for n, path in dirs:
+    models[n] = ServedModel(n, generators[n], fmt, f"{source} + adapter {os.path.abspath(path)}")
   return models
 
 

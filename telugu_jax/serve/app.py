@@ -40,8 +40,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from telugu_jax import webfont
 from telugu_jax.chat_format import ChatFormat, ChatFormatError, neutralise_markers
-from telugu_jax.data.records import Turn
-from telugu_jax.serve import guard, schemas
+from telugu_jax.conversation import Turn
+from telugu_jax.safety import guard
+from telugu_jax.serve import schemas
 from telugu_jax.serve.engine import Engine, Job, Result
 from telugu_jax.serve.ratings import RatingError, RatingStore
 

@@ -8,11 +8,14 @@ same time cost about one decode, not 16. Jobs that arrive while a batch runs for
 is static batching: a job does not join a batch already decoding, because the KV cache writes every row
 at one shared slot (`telugu_jax.model.cache`); joining mid-flight would need a slot index per row.
 
-Per row, on the host, in the decode loop's callback (`_Rows`): the request's own stop strings and
-`max_tokens`, streaming of the text that can no longer change, and cancellation (a client that hangs up
-sets `job.cancelled`; its row ends at the next step, and a batch whose rows have all ended stops).
-`Generator.generate` runs the batch with this callback as its `host_hook`; the program, its compile
-cache and the sampling code are generation's own.
+Per row, on the host, in the decode loop's callback (`telugu_jax.rows.RowTracker`, the one row tracker
+generation uses too): the request's own stop strings and `max_tokens`, streaming of the text that can no
+longer change, and cancellation (a client that hangs up sets `job.cancelled`; its row ends at the next
+step, and a batch whose rows have all ended stops). `Generator.generate` runs the batch with the tracker as
+its `host_hook`; the program, its compile cache and the sampling code are generation's own.
+
+Several models (`--adapter NAME=DIR`) are generators over one base in memory, each applying its adapter on
+the fly (`telugu_jax.inference.load_base_and_adapters`); a batch holds one model's jobs.
 
 Compiles are bounded: the batch is padded to a power of two (padding rows end at the first step) and
 the program's token budget is rounded up to a power of two (each row still ends at its own limit), so
@@ -27,16 +30,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import itertools
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-import numpy as np
-
-from telugu_jax.chat import clean_answer
-from telugu_jax.chat_format import ChatFormat, ChatTemplate, neutralise_markers
-from telugu_jax.generate import Generator, SamplingConfig, cut_at_stop, holdback
+from telugu_jax.chat_format import ChatFormat
+from telugu_jax.generate import Generator, SamplingConfig
+from telugu_jax.rows import RowSpec, RowTracker
 
 MAX_WINDOWS = 5
 FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled": "cancelled"}
@@ -44,7 +46,7 @@ FINISH_REASONS = {"eos": "stop", "stop": "stop", "length": "length", "cancelled"
 
 @dataclasses.dataclass
 class ServedModel:
-  """One name in `/v1/models`: a generator (adapter merged in) and its chat format."""
+  """One name in `/v1/models`: a generator (the base, or the shared base with an adapter) and its chat format."""
 
   name: str
   generator: Generator
@@ -86,65 +88,6 @@ class Job:
 
 def pow2_at_least(n: int, floor: int = 1) -> int:
   return max(floor, 1 << max(0, n - 1).bit_length())
-
-
-def streamable(raw: str, stops: Sequence[str], template: ChatTemplate) -> str:
-  """The part of the raw generated text that is final whatever comes next, cleaned as `clean_answer`
-  cleans the whole answer: a prefix of `clean_answer(raw + anything)`."""
-  visible = raw[:len(raw) - holdback(raw, stops)]
-  cut = visible.rfind(template.turn_sep)
-  line = visible[cut + len(template.turn_sep):] if cut >= 0 else visible
-  head = line.lstrip().casefold()
-  if head and any(m.casefold().startswith(head) for m in (template.user, template.assistant)):
-    visible = visible[:len(visible) - len(line)]  # this line may still become a role marker
-  return neutralise_markers(visible.rstrip(), template).lstrip()
-
-
-class _Rows:
-  """The decode loop's host callback for one batch: per-row stops, limits, streaming and cancellation."""
-
-  def __init__(self, jobs: Sequence[Job], batch: int, tokenizer, template: ChatTemplate, eos_id: int):
-    self.jobs, self.batch, self.tokenizer, self.template, self.eos_id = list(jobs), batch, tokenizer, template, eos_id
-    self.stops = [tuple(template.stop_strings) + job.stop for job in jobs]
-    self.ids: list[list[int]] = [[] for _ in jobs]
-    self.sent = [""] * len(jobs)
-    self.reason: list[str | None] = [None] * len(jobs)
-    self.raw = [""] * len(jobs)
-    self.host_s = 0.0  # time spent in this callback (the decode loop waits for it every step)
-
-  def _emit(self, r: int, shown: str) -> None:
-    if len(shown) > len(self.sent[r]) and shown.startswith(self.sent[r]):
-      self.jobs[r].sink("delta", shown[len(self.sent[r]):])
-      self.sent[r] = shown
-
-  def __call__(self, tok_b: np.ndarray, step: np.ndarray, done_b: np.ndarray) -> np.ndarray:
-    t0 = time.perf_counter()
-    try:
-      return self._step(tok_b)
-    finally:
-      self.host_s += time.perf_counter() - t0
-
-  def _step(self, tok_b: np.ndarray) -> np.ndarray:
-    stop = np.ones(self.batch, bool)  # padding rows end at once
-    for r, job in enumerate(self.jobs):
-      if self.reason[r] is not None:
-        continue
-      if job.cancelled.is_set():
-        self.reason[r] = "cancelled"
-        continue
-      tok = int(np.asarray(tok_b)[r])
-      self.ids[r].append(tok)
-      raw, hit = cut_at_stop(self.tokenizer.decode([i for i in self.ids[r] if i != self.eos_id]), self.stops[r])
-      self.raw[r] = raw
-      reason = ("eos" if tok == self.eos_id else "stop" if hit else
-                "length" if len(self.ids[r]) >= job.max_tokens else None)
-      if reason is None:
-        self._emit(r, streamable(raw, self.stops[r], self.template))
-        stop[r] = False
-      else:
-        self._emit(r, clean_answer(raw, self.template))
-        self.reason[r] = reason
-    return stop
 
 
 class Engine:
@@ -262,15 +205,17 @@ class Engine:
     first = jobs[0]
     seed = first.seed if first.seed is not None else next(self._seeds)
     sampling = SamplingConfig(max_new_tokens=budget, temperature=first.temperature, top_p=first.top_p, seed=seed)
-    rows = _Rows(jobs, batch, tok, served.fmt.template, int(tok.eos_id))
+    stops = tuple(served.fmt.template.stop_strings)
+    specs = [RowSpec(stops=stops + job.stop, max_tokens=job.max_tokens, cancelled=job.cancelled,
+                     on_text=functools.partial(job.sink, "delta")) for job in jobs]
+    tracker = RowTracker(tok, specs, batch, eos_id=int(tok.eos_id), max_steps=budget, template=served.fmt.template)
     t0 = time.perf_counter()
-    gen.generate([j.prompt_ids for j in jobs], sampling, pad_batch_to=batch, host_hook=rows)
+    gen.generate([j.prompt_ids for j in jobs], sampling, pad_batch_to=batch, host_hook=tracker)
     self.stats["batches"] += 1
     self.stats["decode_s"] += time.perf_counter() - t0
-    self.stats["host_s"] += rows.host_s
+    self.stats["host_s"] += tracker.host_s
     self.stats["batch_sizes"][n] = self.stats["batch_sizes"].get(n, 0) + 1
     self.stats["largest_batch"] = max(self.stats["largest_batch"], n)
-    for r, job in enumerate(jobs):
-      reason = rows.reason[r] or "length"  # the program's budget is never below a row's own limit
-      text = rows.sent[r] if reason == "cancelled" else clean_answer(rows.raw[r], served.fmt.template)
-      self._finish(job, Result(text, FINISH_REASONS[reason], len(rows.ids[r]), n))
+    for job, row in zip(jobs, tracker.rows, strict=True):
+      reason = row.reason or "length"  # the program's budget is never below a row's own limit
+      self._finish(job, Result(row.answer, FINISH_REASONS[reason], len(row.ids), n))

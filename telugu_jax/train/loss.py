@@ -29,13 +29,6 @@ def token_losses(logits_btv: jax.Array, targets_bt: jax.Array) -> tuple[jax.Arra
   return lse - target_logit, lse
 
 
-def _head_kernel(model: nn.Module, params: Mapping) -> jax.Array:
-  """The output projection [D, V] as the model applies it (tied: the embedding, transposed)."""
-  c = model.config
-  kernel = params["embed_tokens"]["embedding"].T if c.tie_embeddings else params["lm_head"]
-  return kernel.astype(c.compute_dtype)
-
-
 def chunked_token_stats(hidden_btd: jax.Array, kernel_dv: jax.Array, targets_bt: jax.Array, mask_bt: jax.Array,
                         chunk: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(ce_sum, sum of squared log-partitions for z-loss, correct) of the masked tokens without ever holding
@@ -84,7 +77,7 @@ def loss_sums(model: nn.Module, trainable: Mapping, frozen: Mapping, batch: Mapp
   mask = batch["loss_mask"].astype(jnp.float32)
   if loss_chunk:
     hidden = model.apply(variables, batch["inputs"], return_hidden=True, **kw)
-    ce_sum, z_sum, correct = chunked_token_stats(hidden, _head_kernel(model, variables["params"]), batch["targets"],
+    ce_sum, z_sum, correct = chunked_token_stats(hidden, model.head_kernel(variables["params"]), batch["targets"],
                                                  mask, loss_chunk)
     loss_sum = ce_sum + (z_loss * z_sum if z_loss else 0.0)
     return loss_sum, {"tokens": jnp.sum(mask), "ce_sum": ce_sum, "correct": correct}

@@ -7,10 +7,10 @@ import threading
 
 import pytest
 
-from telugu_jax.chat import clean_answer
-from telugu_jax.chat_format import DEFAULT_TEMPLATE
-from telugu_jax.generate import SamplingConfig, cut_at_stop
-from telugu_jax.serve.engine import Engine, Job, pow2_at_least, streamable
+from telugu_jax.chat_format import DEFAULT_TEMPLATE, clean_answer
+from telugu_jax.generate import SamplingConfig
+from telugu_jax.rows import RowSpec, RowTracker, cut_at_stop
+from telugu_jax.serve.engine import Engine, Job, pow2_at_least
 
 from .conftest import PROMPTS
 
@@ -38,14 +38,23 @@ RAW = " నమస్కారం,  మీకు\n  assist ఏమి కావా
 @pytest.mark.parametrize("stops", [DEFAULT_TEMPLATE.stop_strings, DEFAULT_TEMPLATE.stop_strings + ("కావా",)])
 @pytest.mark.parametrize("raw", [RAW, RAW.replace("ఇంకొకటి", "") + "\ufffd", "  \n user:x", "చాలా బాగుంది   "])
 def test_streamed_text_is_always_a_prefix_of_the_final_answer(raw, stops):
+  """A row fed its text a character at a time (as tokens) streams only what its final answer keeps."""
+
+  class CharTokenizer:  # token i is character i of `raw`
+    eos_id = -1
+
+    def decode(self, ids):
+      return "".join(raw[i] for i in ids)
+
   final = clean_answer(cut_at_stop(raw, stops)[0], DEFAULT_TEMPLATE)
-  shown = ""
-  for end in range(len(raw) + 1):
-    prefix, hit = cut_at_stop(raw[:end], stops)
-    now = clean_answer(prefix, DEFAULT_TEMPLATE) if hit else streamable(prefix, stops, DEFAULT_TEMPLATE)
-    assert final.startswith(now), (end, now, final)
-    assert now.startswith(shown), (end, now, shown)  # never takes back what was shown
-    shown = now
+  shown: list[str] = []
+  row = RowTracker(CharTokenizer(), [RowSpec(stops=stops, on_text=shown.append)], 1, eos_id=None,
+                   max_steps=len(raw), template=DEFAULT_TEMPLATE).rows[0]
+  for i in range(len(raw)):
+    if row.step(i, None, last=i == len(raw) - 1):
+      break
+    assert final.startswith("".join(shown)), (i, shown, final)  # never shows what the answer drops
+  assert "".join(shown) == row.answer == final
   assert "\nassistant:" not in final  # the forged marker in the answer is broken
 
 

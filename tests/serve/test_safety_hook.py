@@ -9,8 +9,7 @@ import dataclasses
 import openai
 import pytest
 
-from telugu_jax.safety import default_filter
-from telugu_jax.serve import guard
+from telugu_jax.safety import default_filter, guard
 from telugu_jax.serve.app import create_app
 from telugu_jax.serve.engine import Engine
 

@@ -1,5 +1,5 @@
-"""The safety filter (`telugu_jax.safety`) on the server's path: the prompt before generation, the answer
-before the user sees it.
+"""The safety filter on the path of a conversation (the server and the chat CLI): the prompt before generation,
+the answer before the user sees it.
 
 Prompt: the last user message (and a folded system message) is checked as `role="user"`; a blocked one is
 answered with the filter's refusal (finish reason `content_filter`) and an identity question ("who are
