@@ -6,10 +6,23 @@ Overrides are checked against the config file: a mistyped key is a one-line erro
 
 from __future__ import annotations
 
+import os
 import sys
 
 from telugu_jax.config import ConfigError, load_config, split_config_args
 from telugu_jax.errors import run_cli
+
+
+def use_compilation_cache() -> None:
+  """Keep compiled steps on disk, so a second start of the same config (a resume, a rerun with another
+  learning rate) skips most of XLA's compile: JAX_COMPILATION_CACHE_DIR when set, else a user cache folder."""
+  import jax
+
+  if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+    return   # JAX reads it itself
+  root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  jax.config.update("jax_compilation_cache_dir", os.path.join(root, "telugu_jax", "jax"))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
 def main(argv: list[str]) -> int:
@@ -21,6 +34,7 @@ def main(argv: list[str]) -> int:
   from telugu_jax.train.sharding import maybe_initialize_distributed
 
   maybe_initialize_distributed()   # before any other JAX call; a no-op on one host
+  use_compilation_cache()
   from telugu_jax.train.loop import train_and_evaluate
   from telugu_jax.train.settings import RunSettings
 

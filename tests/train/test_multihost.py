@@ -66,7 +66,10 @@ def launch(args: list[str], log_prefix) -> list[subprocess.Popen]:
   procs = []
   for i in range(2):
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
-           "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i)}
+           "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2", "JAX_PROCESS_ID": str(i),
+           # The suite's compilation cache: the reference, killed and resumed runs compile the same steps.
+           "JAX_COMPILATION_CACHE_DIR": os.path.join(REPO, ".jax_cache"),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5"}
     log = open(f"{log_prefix}.{i}.log", "w")
     procs.append(subprocess.Popen([sys.executable, "-m", "telugu_jax.train", "--config", "lora", *args], cwd=REPO,
                                   env=env, stdout=log, stderr=subprocess.STDOUT))
