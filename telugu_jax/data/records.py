@@ -3,6 +3,10 @@
 A line is `{"id": str, "source": str, "turns": [{"role": "user"|"assistant", "content": str}, ...],
 "meta": {...}}`. Reading a malformed line raises `RecordError` naming file:line and what is wrong;
 stages that must not stop half-way use `iter_jsonl(..., on_error=...)` to collect those instead.
+
+Text is checked here, where it enters: a line that is not UTF-8, or a string holding a lone surrogate (valid
+JSON: "a\\ud800b") is a `RecordError` with reason `invalid_unicode`, so it becomes a rejected record, never
+a crash when a later stage writes it or a tokenizer reads it.
 """
 
 from __future__ import annotations
@@ -14,15 +18,49 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from telugu_jax.errors import UserError
+
 ROLES = ("user", "assistant")
 
 
-class RecordError(ValueError):
+class RecordError(UserError, ValueError):
   """A record that cannot be read; `where` is "file:line"."""
 
   def __init__(self, message: str, where: str = "", reason: str = "malformed"):
     super().__init__(f"{where}: {message}" if where else message)
     self.where, self.reason = where, reason
+
+
+def unicode_problem(text: str) -> str | None:
+  """None when `text` can be written as UTF-8; else what is wrong with it and where (a lone surrogate from a
+  JSON escape, or a byte that was not UTF-8, kept as U+DC80..U+DCFF by the `surrogateescape` decoder)."""
+  try:
+    text.encode("utf-8")
+    return None
+  except UnicodeEncodeError as e:
+    ch = text[e.start]
+    if 0xDC80 <= ord(ch) <= 0xDCFF:
+      return f"byte 0x{ord(ch) - 0xDC00:02x} at character {e.start} is not UTF-8"
+    return f"lone surrogate U+{ord(ch):04X} at character {e.start}"
+
+
+def check_text(value: Any, what: str, where: str = "") -> None:
+  """Raise `RecordError(reason="invalid_unicode")` when a string anywhere in `value` cannot be encoded."""
+  if isinstance(value, str):
+    if (why := unicode_problem(value)) is not None:
+      raise RecordError(f"{what}: invalid Unicode ({why})", where, reason="invalid_unicode")
+  elif isinstance(value, dict):
+    for k, v in value.items():
+      check_text(k, what, where)
+      check_text(v, f"{what}.{k}", where)
+  elif isinstance(value, list | tuple):
+    for v in value:
+      check_text(v, what, where)
+
+
+def decode_line(raw: bytes) -> str:
+  """A line of a UTF-8 file; bytes that are not UTF-8 are kept (as U+DC80..U+DCFF) for `check_text` to name."""
+  return raw.decode("utf-8", errors="surrogateescape")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,10 +104,13 @@ class Conversation:
         raise RecordError(f"turn {i} has role {t['role']!r}; expected one of {ROLES}", where)
       if not isinstance(t["content"], str):
         raise RecordError(f"turn {i} content must be a string", where)
+      check_text(t["content"], f"turn {i} content", where)
       out.append(Turn(t["role"], t["content"]))
     meta = d.get("meta") or {}
     if not isinstance(meta, dict):
       raise RecordError("'meta' must be an object", where)
+    check_text([d["id"], d.get("source", "")], "id/source", where)
+    check_text(meta, "meta", where)
     return cls(id=str(d["id"]), turns=tuple(out), source=str(d.get("source", "")), meta=meta)
 
   @classmethod
@@ -79,17 +120,19 @@ class Conversation:
 
 def _open(path: str | os.PathLike, mode: str = "rt"):
   path = os.fspath(path)
+  enc = {} if "b" in mode else {"encoding": "utf-8"}
   if path.endswith(".gz"):
-    return gzip.open(path, mode, encoding="utf-8")
-  return open(path, mode, encoding="utf-8")
+    return gzip.open(path, mode, **enc)
+  return open(path, mode, **enc)
 
 
 def iter_jsonl(path: str | os.PathLike,
                on_error: Callable[[RecordError, str], None] | None = None) -> Iterator[Conversation]:
   """Yield conversations from a JSONL file. A bad line raises `RecordError` (file:line), or, with
   `on_error`, is passed to it with the raw line and skipped by the caller's choice, never silently."""
-  with _open(path) as f:
-    for lineno, line in enumerate(f, 1):
+  with _open(path, "rb") as f:
+    for lineno, raw in enumerate(f, 1):
+      line = decode_line(raw)
       if not line.strip():
         continue
       where = f"{os.fspath(path)}:{lineno}"
