@@ -118,7 +118,7 @@ def _finish(builder: CorpusBuilder, records: int, rejected: list[dict], truncate
                           "dropped_turns": sum(t["dropped_turns"] for t in truncated)}, rejected + truncated)
   corpus.summary.update(corpus_examples=len(corpus), corpus_tokens=int(corpus.lengths().sum()),
                         corpus_loss_tokens=int(corpus.mask.sum()))
-  if rejected or truncated:
+  if len(corpus) and (rejected or truncated):  # (with no example left, the error below says it all)
     log.warning("%s: %d of %d records rejected %s, %d truncated (oldest turns dropped); each one, with its id "
                 "and reason, goes to sft_dataset's rejected_path", what, len(rejected), records, by_reason,
                 len(truncated))

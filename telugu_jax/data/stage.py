@@ -122,14 +122,11 @@ def _cut_partial_line(path: str) -> None:
 
 
 def json_line(obj: Any) -> str:
-  """One JSON line, readable UTF-8 where the text allows; text that cannot be encoded (a lone surrogate, or
-  an undecodable byte kept as one) is written as \\u escapes instead, so a rejected row is never lost."""
+  """One JSON line of readable UTF-8; a character that cannot be encoded (a lone surrogate, or an undecodable
+  byte kept as one) is written as its \\u escape, so a rejected row is never lost and never crashes the writer."""
   line = json.dumps(obj, ensure_ascii=False, default=str)
-  try:
-    line.encode("utf-8")
-  except UnicodeEncodeError:
-    line = json.dumps(obj, ensure_ascii=True, default=str)
-  return line + "\n"
+  # A surrogate can only sit inside a JSON string, where its \\uXXXX escape reads back as the same character.
+  return line.encode("utf-8", "backslashreplace").decode("utf-8") + "\n"
 
 
 def format_table(summary: dict) -> str:

@@ -262,7 +262,7 @@ def run_read(paths: Sequence[str], out_dir: str, fmt: str = "auto", source: str 
                              "split": split, **columns})
   if not force and (done := cached(out_dir, ihash)):
     return done
-  with Stage("dpo-read", out_dir, input_hash=ihash, progress=progress) as stage:
+  with Stage("dpo-read", out_dir, input_hash=ihash, progress=progress, inputs=paths) as stage:
     read_into(stage, paths, fmt, source, split=split, **columns)
   return stage.final
 

@@ -171,6 +171,6 @@ def run_read(paths: Sequence[str], out_dir: str, fmt: str = "auto", source: str 
                              **options})
   if not force and (done := cached(out_dir, ihash)):
     return done
-  with Stage("read", out_dir, input_hash=ihash, progress=progress) as stage:
+  with Stage("read", out_dir, input_hash=ihash, progress=progress, inputs=paths) as stage:
     read_into(stage, paths, fmt, source, **options)
   return stage.final

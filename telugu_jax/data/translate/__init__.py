@@ -203,7 +203,7 @@ def run_translate(paths: Sequence[str], out_dir: str, c: Any, *, backend: Backen
     backend = backend or make_backend(c)
     translator = Translator(backend, cache, c.src_lang, c.tgt_lang, c.max_sentence_chars)
     with Stage("translate", out_dir, input_hash=ihash, resume=True, progress=progress,
-               retry=("translate_failed",)) as stage:
+               retry=("translate_failed",), inputs=paths) as stage:
       translate_into(stage, paths, translator, c.get("chunk", 64))
       failed = stage.rejected.get("translate_failed", 0)
       if failed and stage.n_out == 0 and failed == sum(stage.rejected.values()):
