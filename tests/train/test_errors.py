@@ -14,8 +14,9 @@ from telugu_jax.errors import run_cli
 from telugu_jax.model import Llama, LlamaConfig
 from telugu_jax.model.io import save_model
 from telugu_jax.train.__main__ import main as train_main
+from telugu_jax.train.errors import TrainingError
 
-from .test_loop import PAIRS
+from .test_loop import PAIRS, tiny_full_config, train
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +125,36 @@ def test_dpo_and_evaluate_user_errors_are_one_line(tiny, tmp_path, capsys):
           "--config.data.prose=", "--config.questions.limit=1", "--config.heldout_answers.limit=-1"]
   rc, lines = _cli(eval_main, argv, capsys)
   assert rc == 2 and len(lines) == 1 and "not a readable sentencepiece model" in lines[0], lines
+
+
+def test_resume_falls_back_to_the_newest_checkpoint_that_restores(tiny, tmp_path, capsys):
+  """Item 4: a latest checkpoint cut short (a kill or a full disk) is skipped with its reason, moved aside, and the
+  run resumes from the older intact one (before: a 98-line tensorstore traceback). Item 5: the .tmp-model-*
+  folder a kill during export leaves is removed by the next export."""
+  cfg = tiny_full_config(tmp_path, tiny / "train.jsonl", tiny / "base" / "tokenizer", steps=4, save_every=2)
+  train(cfg)
+  run = tmp_path / "run"
+  assert {"2", "4"} <= set(os.listdir(run / "checkpoints"))
+  for root, _, files in os.walk(run / "checkpoints" / "4" / "state"):
+    for f in files:
+      _halve(os.path.join(root, f))
+  (run / ".tmp-model-killed").mkdir()
+  capsys.readouterr()
+  cfg.train.max_steps = 6
+  result = train(cfg)
+  out = capsys.readouterr().out
+  assert result.steps == 6
+  assert re.search(r"checkpoint step 4 in .* cannot be restored \(.+\); skipped .*resuming from step 2", out), out
+  assert (run / "checkpoints-skipped" / "4").is_dir() and "4" in os.listdir(run / "checkpoints")  # saved again
+  assert not (run / ".tmp-model-killed").exists()
+  steps = [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in x]
+  assert steps == [1, 2, 3, 4, 5, 6]
+  # nothing restores: one error that says why for each step, and nothing is moved
+  for step in os.listdir(run / "checkpoints"):
+    for root, _, files in os.walk(run / "checkpoints" / step / "state"):
+      for f in files:
+        _halve(os.path.join(root, f))
+  cfg.train.max_steps = 8
+  with pytest.raises(TrainingError, match=r"no checkpoint in .* can be restored \(step 6: .*; step 4: "):
+    train(cfg)
+  assert sorted(os.listdir(run / "checkpoints-skipped")) == ["4"]
