@@ -63,6 +63,8 @@ def _main(argv: list[str]) -> int:
                 max_shard_bytes=args.max_shard_size, overwrite=args.overwrite, verify=args.verify)
     else:
       export_peft(args.checkpoint, args.dst, with_base=args.with_base, overwrite=args.overwrite, verify=args.verify)
+  except UserError:
+    raise  # already one line; --debug shows where it came from
   except (ConversionError, TokenizerError, ModelDirError, FileExistsError) as e:
     raise UserError(str(e)) from e
   return 0

@@ -71,6 +71,8 @@ def _main(argv: list[str]) -> int:
       convert(args.src, args.dst, layout=layout, key_map=args.key_map, tokenizer=args.tokenizer, dtype=args.dtype,
               compute_dtype=args.compute_dtype, config_file=args.config_file, preset=args.preset,
               overrides=parse_overrides(args.overrides), overwrite=args.overwrite)
+  except UserError:
+    raise  # already one line; --debug shows where it came from
   except (ConversionError, TokenizerError, ModelDirError, FileExistsError) as e:
     raise UserError(str(e)) from e
   print(f"done: {args.dst}")

@@ -138,6 +138,8 @@ def _main(argv: list[str]) -> int:
       ref = load_model(args.reference) if args.reference else None
       _print(score_pairs(load_model(args.model), args.pairs, reference=ref, beta=args.beta, loss_type=args.loss_type,
                          max_seq_len=args.max_seq_len, group_by=args.group_by))
+  except UserError:
+    raise  # already one line; --debug shows where it came from
   except (ValueError, FileNotFoundError) as err:
     raise UserError(str(err)) from err
   return 0

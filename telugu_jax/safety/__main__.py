@@ -86,6 +86,8 @@ def _main(argv: list[str]) -> int:
   args = p.parse_args(argv)
   try:
     return check(args) if args.cmd == "check" else eval_(args)
+  except UserError:
+    raise  # already one line; --debug shows where it came from
   except (ValueError, RuleError, OSError) as e:
     raise UserError(str(e)) from e
 
