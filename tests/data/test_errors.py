@@ -126,3 +126,24 @@ def test_translate_with_the_endpoint_down_is_an_error(tmp_path):
     run_translate([str(tmp_path / "in.jsonl")], str(tmp_path / "out"), c, backend=_Down(),
                   cache_path=str(tmp_path / "c.sqlite"), progress=False)
   assert not (tmp_path / "out" / "summary.json").exists() and not (tmp_path / "out" / "records.jsonl").exists()
+
+
+def test_training_data_with_invalid_unicode_is_rejected(tmp_path, bad_text, sp_tokenizer):
+  """Item 1 (training): the trainer's loader rejects the two bad records as invalid_unicode into the run's
+  rejected.jsonl, with file:line, and trains on the rest (before: UnicodeDecodeError / a pybind11 cast error)."""
+  from telugu_jax.chat_format import ChatFormat
+  from telugu_jax.data.loader import LoaderConfig, pretrain_dataset, sft_dataset
+
+  rejected = tmp_path / "rejected.jsonl"
+  ds = sft_dataset(str(bad_text), ChatFormat(sp_tokenizer), LoaderConfig(max_seq_len=256, batch_size=2),
+                   process_index=0, process_count=1, rejected_path=rejected)
+  assert next(iter(ds))["loss_mask"].sum() > 0
+  rows = [json.loads(x) for x in rejected.read_text(encoding="utf-8").splitlines()]
+  assert sorted((r["where"], r["reason"]) for r in rows) == [(f"{bad_text}:2", "invalid_unicode"),
+                                                             (f"{bad_text}:4", "invalid_unicode")]
+  text = tmp_path / "text.txt"
+  text.write_bytes("తెలుగు వాక్యం.\n\n".encode() + b"bad \xff byte\n\n" + "మరో వాక్యం.\n".encode())
+  pretrain_dataset(str(text), sp_tokenizer, LoaderConfig(max_seq_len=32, batch_size=2), process_index=0,
+                   process_count=1, rejected_path=tmp_path / "rej_text.jsonl")
+  rows = [json.loads(x) for x in (tmp_path / "rej_text.jsonl").read_text().splitlines()]
+  assert [(r["where"], r["reason"]) for r in rows] == [(f"{text}:3", "invalid_unicode")]
