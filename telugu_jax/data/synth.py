@@ -180,7 +180,10 @@ def synth_into(stage: Stage, client: ChatClient, cache: TranslationCache, c: Any
       except RecordError as e:
         stage.reject(e.reason, raw=item, where=f"{where}#{j}", detail=str(e))
         continue
-      stage.keep(conv)
+      try:
+        stage.keep(conv)
+      except RecordError as e:  # the endpoint answered with text that cannot be encoded
+        stage.reject(e.reason, raw=item, where=f"{where}#{j}", detail=str(e))
   stage.stats.update(stats)
 
 
