@@ -184,11 +184,12 @@ class Stage:
           same = json.load(f).get("input_hash") == self.input_hash
       except ValueError:
         same = False
-    if same and self.resume:
-      for final, part in ((RECORDS, self.records_path), (REJECTED, self.rejected_path)):
-        final = os.path.join(self.out_dir, final)
-        if not os.path.exists(part) and os.path.exists(final):
-          os.replace(final, part)  # files of an unfinished run from before .part names: carry on from them
+    for final, part in ((RECORDS, self.records_path), (REJECTED, self.rejected_path)):
+      final = os.path.join(self.out_dir, final)
+      if not same and os.path.exists(final):
+        os.remove(final)  # made from other inputs: never to be mistaken for this run's output
+      elif same and self.resume and not os.path.exists(part) and os.path.exists(final):
+        os.replace(final, part)  # files of an unfinished run from before .part names: carry on from them
     if same and self.resume and os.path.exists(self.records_path) and os.path.exists(self.rejected_path):
       self._load_partial()
       mode = "a"
