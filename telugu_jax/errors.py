@@ -17,6 +17,10 @@ class UserError(Exception):
   """A mistake the user can fix; the message is the whole report."""
 
 
+class OutputExistsError(UserError, FileExistsError):
+  """The output would replace something the user did not ask to replace."""
+
+
 def debug_requested(argv: Sequence[str]) -> bool:
   return "--debug" in argv or os.environ.get("TELUGU_JAX_DEBUG", "") not in ("", "0")
 

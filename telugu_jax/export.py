@@ -15,6 +15,8 @@ import argparse
 import re
 import sys
 
+from telugu_jax.errors import UserError, run_cli
+
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str]) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
   if args.format == "peft" and (args.merge or args.base_only or args.dtype):
@@ -61,10 +63,16 @@ def main(argv: list[str] | None = None) -> int:
                 max_shard_bytes=args.max_shard_size, overwrite=args.overwrite, verify=args.verify)
     else:
       export_peft(args.checkpoint, args.dst, with_base=args.with_base, overwrite=args.overwrite, verify=args.verify)
+  except UserError:
+    raise  # already one line; --debug shows where it came from
   except (ConversionError, TokenizerError, ModelDirError, FileExistsError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    raise UserError(str(e)) from e
   return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  """The command line under telugu_jax.errors.run_cli: a user's mistake is one line and exit code 2."""
+  return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -19,9 +19,11 @@ from typing import Protocol
 
 import numpy as np
 
+from telugu_jax.errors import UserError
 
-class TokenizerError(ValueError):
-  pass
+
+class TokenizerError(UserError, ValueError):
+  """A tokenizer that is missing, unreadable or does not fit the model: the message names the file."""
 
 
 class Tokenizer(Protocol):
@@ -51,7 +53,11 @@ class SentencePieceTokenizer:
     else:
       if not os.path.exists(model):
         raise TokenizerError(f"sentencepiece model not found: {model}")
-      self.sp = spm.SentencePieceProcessor(model_file=os.fspath(model))
+      try:
+        self.sp = spm.SentencePieceProcessor(model_file=os.fspath(model))
+      except (RuntimeError, OSError) as e:  # sentencepiece: "could not parse ModelProto" for a cut-short file
+        raise TokenizerError(f"{model}: not a readable sentencepiece model ({str(e).splitlines()[0][:200]}); the "
+                             "file is truncated or corrupt: copy it again from the model it belongs to") from None
     self.vocab_size = self.sp.get_piece_size()
     self.bos_id, self.eos_id = self.sp.bos_id(), self.sp.eos_id()
     if self.bos_id < 0 or self.eos_id < 0:
@@ -105,12 +111,19 @@ class HFTokenizer:
     if not os.path.exists(file):
       raise TokenizerError(f"tokenizer.json not found: {file}")
     self.path = file
-    self.tok = _Tok.from_file(file)
+    try:
+      self.tok = _Tok.from_file(file)
+    except Exception as e:  # noqa: BLE001 -- the tokenizers library raises a bare Exception for a bad file
+      raise TokenizerError(f"{file}: not a readable tokenizer.json ({str(e).splitlines()[0][:200]}); the file is "
+                           "truncated or corrupt: copy it again from the model it belongs to") from None
     cfg = {}
     cfg_file = os.path.join(os.path.dirname(file), "tokenizer_config.json")
     if os.path.exists(cfg_file):
-      with open(cfg_file) as f:
-        cfg = json.load(f)
+      try:
+        with open(cfg_file, encoding="utf-8") as f:
+          cfg = json.load(f)
+      except ValueError as e:
+        raise TokenizerError(f"{cfg_file}: not valid JSON ({e}); fix or copy it again") from None
 
     def token_name(value):
       return value.get("content") if isinstance(value, dict) else value

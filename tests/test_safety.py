@@ -291,6 +291,13 @@ def test_cli_check_and_eval(tmp_path, capsys):
   out2 = tmp_path / "none.jsonl"
   assert cli(["check", "--in", str(bad), "--out", str(out2)]) == 2
   assert "bad.jsonl:2" in capsys.readouterr().err and not out2.exists()
+  # text that is not valid Unicode (issue 18): one line naming file:line, nothing written
+  for n, raw in ((1, b'{"id": 1, "text": "a\\ud800b"}\n'),
+                 (2, b'{"id": 1, "text": "ok"}\n{"id": 2, "text": "x\xffy"}\n')):
+    bad.write_bytes(raw)
+    assert cli(["check", "--in", str(bad), "--out", str(out2)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"bad.jsonl:{n}: line.text: invalid Unicode" in err and not out2.exists(), err
 
   assert cli(["eval", "--set", LABELLED, "--json", str(tmp_path / "r.json")]) == 0
   printed = capsys.readouterr().out

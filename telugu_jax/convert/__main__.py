@@ -12,9 +12,11 @@ adapter folder (with --base, the model directory it adapts; DST then holds our `
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from telugu_jax.convert.layouts import LAYOUTS, parse_overrides
+from telugu_jax.errors import UserError, run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
   return p
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str]) -> int:
   args = build_parser().parse_args(argv)
   from telugu_jax.convert.errors import ConversionError
   from telugu_jax.convert.layouts import detect_layout
@@ -47,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
 
   try:
     layout = detect_layout(args.src) if args.format == "auto" else args.format
+    if layout == "peft" and not os.path.isfile(os.path.join(args.src, "adapter_config.json")):
+      try:
+        found = f"it looks like a {detect_layout(args.src)} checkpoint"
+      except ConversionError:
+        found = "its layout is not one the converter knows"
+      raise ConversionError(f"--format peft: {args.src} is not a PEFT adapter (no adapter_config.json); {found}: "
+                            "drop --format peft (the layout is detected) or name the right one")
     if layout == "peft" or args.base:
       from telugu_jax.convert.peft_io import import_peft
 
@@ -62,11 +71,17 @@ def main(argv: list[str] | None = None) -> int:
       convert(args.src, args.dst, layout=layout, key_map=args.key_map, tokenizer=args.tokenizer, dtype=args.dtype,
               compute_dtype=args.compute_dtype, config_file=args.config_file, preset=args.preset,
               overrides=parse_overrides(args.overrides), overwrite=args.overwrite)
+  except UserError:
+    raise  # already one line; --debug shows where it came from
   except (ConversionError, TokenizerError, ModelDirError, FileExistsError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    raise UserError(str(e)) from e
   print(f"done: {args.dst}")
   return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  """The command line under telugu_jax.errors.run_cli: a user's mistake is one line and exit code 2."""
+  return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

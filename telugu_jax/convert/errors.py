@@ -1,12 +1,15 @@
 """Errors a user can act on: each message says what is wrong and what to do about it.
 
-The command-line entry points print these messages and exit with status 2 instead of a traceback.
+The command-line entry points print these messages and exit with status 2 instead of a traceback
+(telugu_jax.errors.run_cli).
 """
 
 from __future__ import annotations
 
+from telugu_jax.errors import UserError
 
-class ConversionError(ValueError):
+
+class ConversionError(UserError, ValueError):
   """Base class: a checkpoint that cannot be converted or exported as asked."""
 
 

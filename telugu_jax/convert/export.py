@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -28,7 +27,8 @@ from telugu_jax.convert import hf_files, keymaps, peft_io
 from telugu_jax.convert.errors import ExportError
 from telugu_jax.convert.load_torch import numpy_to_torch
 from telugu_jax.convert.to_orbax import NP_DTYPES
-from telugu_jax.model.io import LoadedModel, is_model_dir, load_model, read_meta
+from telugu_jax.errors import OutputExistsError
+from telugu_jax.model.io import LoadedModel, is_model_dir, load_model, read_meta, temp_sibling
 from telugu_jax.model.lora import merge_lora
 
 DEFAULT_SHARD_BYTES = 5 * 2**30  # as transformers' save_pretrained
@@ -39,9 +39,8 @@ def atomic_dir(dst: str, overwrite: bool) -> Iterator[str]:
   """Yield a temporary sibling of `dst`; rename it to `dst` only when the block succeeds."""
   dst = os.path.abspath(dst)
   if os.path.exists(dst) and not overwrite:
-    raise FileExistsError(f"{dst} exists; pass overwrite=True (or --overwrite) to replace it")
-  os.makedirs(os.path.dirname(dst), exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(dst) + "-", dir=os.path.dirname(dst))
+    raise OutputExistsError(f"{dst} exists; pass overwrite=True (or --overwrite) to replace it")
+  tmp = temp_sibling(dst)  # also removes what an export killed half-way left beside dst
   try:
     yield tmp
     if os.path.exists(dst):

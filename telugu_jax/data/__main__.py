@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None) -> dict:
       from telugu_jax.data.pipeline import prepare
 
       return prepare(cfg, progress=progress)
+  except UserError:
+    raise  # already one line; --debug shows where it came from
   except (ValueError, FileNotFoundError) as e:
-    raise UserError(str(e)) from None
+    raise UserError(str(e)) from e
   if s.get("cached") and progress:
     from telugu_jax.data.stage import format_table
 

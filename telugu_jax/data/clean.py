@@ -236,6 +236,6 @@ def run_clean(paths: Sequence[str], out_dir: str, cfg: CleanConfig = CleanConfig
   ihash = hash_files(paths, {"stage": "clean", **dataclasses.asdict(cfg)})
   if not force and (done := cached(out_dir, ihash)):
     return done
-  with Stage("clean", out_dir, input_hash=ihash, resume=resume, progress=progress) as stage:
+  with Stage("clean", out_dir, input_hash=ihash, resume=resume, progress=progress, inputs=paths) as stage:
     clean_into(stage, paths, cfg)
   return stage.final

@@ -150,6 +150,6 @@ def run_dedupe(paths: Sequence[str], out_dir: str, cfg: DedupeConfig = DedupeCon
   ihash = hash_files(paths, {"stage": "dedupe", **dataclasses.asdict(cfg)})
   if not force and (done := cached(out_dir, ihash)):
     return done
-  with Stage("dedupe", out_dir, input_hash=ihash, progress=progress) as stage:
+  with Stage("dedupe", out_dir, input_hash=ihash, progress=progress, inputs=paths) as stage:
     dedupe_into(stage, paths, cfg)
   return stage.final

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import gzip
-import json
 import logging
 import math
 import os
@@ -44,13 +43,26 @@ import numpy as np
 
 from telugu_jax.chat_format import ChatFormat, ChatFormatError, TooLongError
 from telugu_jax.data.packing import PACKERS, CorpusBuilder, EncodedCorpus, build_pipeline, count_rows
-from telugu_jax.data.records import RecordError, iter_jsonl
+from telugu_jax.data.records import RecordError, decode_line, iter_jsonl, unicode_problem
+from telugu_jax.errors import UserError
 from telugu_jax.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
 OVER_LONG = ("drop_oldest_turns", "reject")
 PathsLike = str | os.PathLike | Sequence[str | os.PathLike]
+
+
+class DataError(UserError, ValueError):
+  """Training data that cannot be used: no usable example at all (each record's reason is in `rejections`)."""
+
+  def __init__(self, message: str, rejections: Sequence[dict] = ()):
+    super().__init__(message)
+    self.rejections = list(rejections)
+
+
+class DataFileNotFound(UserError, FileNotFoundError):
+  pass
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,10 +95,14 @@ class LoaderConfig:
 def _as_paths(paths: PathsLike) -> tuple[str, ...]:
   out = (os.fspath(paths),) if isinstance(paths, str | os.PathLike) else tuple(os.fspath(p) for p in paths)
   if not out:
-    raise ValueError("no data files given")
+    raise DataError("no data files given (config data.train)")
   missing = [p for p in out if not os.path.exists(p)]
   if missing:
-    raise FileNotFoundError(f"data file(s) not found: {missing}")
+    raise DataFileNotFound(f"data file(s) not found: {', '.join(missing)}; check data.train / data.validation "
+                           "in the config (or --config.data.train=PATH)")
+  from telugu_jax.data.stage import check_finished
+
+  check_finished(out)  # records.jsonl of a data stage that did not finish: refuse it, as the next stage would
   return out
 
 
@@ -102,12 +118,15 @@ def _finish(builder: CorpusBuilder, records: int, rejected: list[dict], truncate
                           "dropped_turns": sum(t["dropped_turns"] for t in truncated)}, rejected + truncated)
   corpus.summary.update(corpus_examples=len(corpus), corpus_tokens=int(corpus.lengths().sum()),
                         corpus_loss_tokens=int(corpus.mask.sum()))
-  if rejected or truncated:
+  if len(corpus) and (rejected or truncated):  # (with no example left, the error below says it all)
     log.warning("%s: %d of %d records rejected %s, %d truncated (oldest turns dropped); each one, with its id "
                 "and reason, goes to sft_dataset's rejected_path", what, len(rejected), records, by_reason,
                 len(truncated))
   if not len(corpus):
-    raise ValueError(f"{what}: no usable example in {records} record(s); rejected by reason: {by_reason}")
+    if not records:
+      raise DataError(f"{what}: no records at all (empty file?); check the data paths")
+    raise DataError(f"{what}: no usable example in {records} record(s); rejected by reason: {by_reason}",
+                    rejected + truncated)
   return corpus
 
 
@@ -139,15 +158,17 @@ def _sft_corpus(file_keys: tuple, chat_format: ChatFormat, max_seq_len: int, ove
         truncated.append({**entry, "reason": "dropped_oldest_turns", "action": "truncated",
                           "dropped_turns": enc.dropped_turns})
       builder.add(conv.id, enc.ids, enc.loss_mask)
-  return _finish(builder, records, rejected, truncated, "sft data")
+  return _finish(builder, records, rejected, truncated, f"sft data {', '.join(p for p, _, _ in file_keys)}")
 
 
 def iter_documents(path: str) -> Iterator[tuple[int, str]]:
-  """(first line number, text) of each document: runs of lines separated by blank lines."""
+  """(first line number, text) of each document: runs of lines separated by blank lines. Bytes that are not
+  UTF-8 are kept as U+DC80..U+DCFF (`unicode_problem` names them): the caller rejects that document."""
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt", encoding="utf-8") as f:
+  with opener(path, "rb") as f:
     lines, start = [], 0
-    for lineno, line in enumerate(f, 1):
+    for lineno, raw in enumerate(f, 1):
+      line = decode_line(raw)
       if line.strip():
         if not lines:
           start = lineno
@@ -161,10 +182,14 @@ def iter_documents(path: str) -> Iterator[tuple[int, str]]:
 
 @functools.lru_cache(maxsize=4)
 def _text_corpus(file_keys: tuple, tokenizer: Tokenizer, max_seq_len: int) -> EncodedCorpus:
-  builder, records = CorpusBuilder(), 0
+  builder, records, rejected = CorpusBuilder(), 0, []
   for path, _, _ in file_keys:
     for start, doc in iter_documents(path):
       records += 1
+      if (why := unicode_problem(doc)) is not None:
+        rejected.append({"id": None, "where": f"{path}:{start}", "reason": "invalid_unicode", "action": "rejected",
+                         "detail": f"invalid Unicode ({why})"})
+        continue
       ids = np.array([tokenizer.bos_id, *tokenizer.encode(doc), tokenizer.eos_id], np.int32)
       mask = np.ones_like(ids, np.int8)
       mask[0] = 0  # bos is never a target
@@ -174,17 +199,22 @@ def _text_corpus(file_keys: tuple, tokenizer: Tokenizer, max_seq_len: int) -> En
       for k, a in enumerate(range(0, max(len(ids) - 1, 1), max_seq_len)):
         builder.add(f"{name}#{k}" if len(ids) > max_seq_len + 1 else name, ids[a:a + max_seq_len + 1],
                     mask[a:a + max_seq_len + 1])
-  return _finish(builder, records, [], [], "pretraining text")
+  return _finish(builder, records, rejected, [], f"pretraining text {', '.join(p for p, _, _ in file_keys)}")
 
 
 def write_rejected(path: str | os.PathLike, corpus: EncodedCorpus) -> int:
   """Rejected and truncated records, one JSON object a line (atomic: temp file, then rename)."""
-  entries = corpus.rejections
+  return _write_entries(path, corpus.rejections)
+
+
+def _write_entries(path: str | os.PathLike, entries: Sequence[dict]) -> int:
+  from telugu_jax.data.stage import json_line  # a rejected record's text may not encode: escaped then
+
   path = os.fspath(path)
   os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
   with open(path + ".tmp", "w", encoding="utf-8") as f:
     for e in entries:
-      f.write(json.dumps(e, ensure_ascii=False) + "\n")
+      f.write(json_line(e))
   os.replace(path + ".tmp", path)
   return len(entries)
 
@@ -239,18 +269,32 @@ def sft_dataset(paths: PathsLike, chat_format: ChatFormat, cfg: LoaderConfig, *,
   sees all records). `iter(ds).stats` counts what the iterator yielded.
   """
   shard = _process(process_index, process_count)
-  corpus = sft_corpus(paths, chat_format, cfg)
-  if rejected_path is not None and shard[0] == 0:
-    write_rejected(rejected_path, corpus)
+  corpus = _with_rejected(lambda: sft_corpus(paths, chat_format, cfg), rejected_path, shard)
   return build_pipeline(corpus, **_pipeline_kw(cfg, chat_format.tokenizer.pad_id, shard, warn=True))
 
 
+def _with_rejected(make: Any, rejected_path: str | os.PathLike | None, shard: tuple[int, int]) -> EncodedCorpus:
+  """`make()`'s corpus, its rejections written to `rejected_path` (by process 0), also when no example is left."""
+  try:
+    corpus = make()
+  except DataError as e:
+    if rejected_path is None or not e.rejections:
+      raise
+    if shard[0] == 0:
+      _write_entries(rejected_path, e.rejections)
+    raise DataError(f"{e}; each record and why: {os.fspath(rejected_path)}", e.rejections) from None
+  if rejected_path is not None and shard[0] == 0:
+    write_rejected(rejected_path, corpus)
+  return corpus
+
+
 def pretrain_dataset(paths: PathsLike, tokenizer: Tokenizer, cfg: LoaderConfig, *, process_index: int | None = None,
-                     process_count: int | None = None) -> grain.IterDataset:
+                     process_count: int | None = None, rejected_path: str | os.PathLike | None = None
+                     ) -> grain.IterDataset:
   """Plain UTF-8 text (documents separated by blank lines; `.gz` too): each document is bos + ids + eos,
   long ones cut into chunks of max_seq_len + 1 tokens; loss on every token; packed like SFT."""
   shard = _process(process_index, process_count)
-  corpus = text_corpus(paths, tokenizer, cfg)
+  corpus = _with_rejected(lambda: text_corpus(paths, tokenizer, cfg), rejected_path, shard)
   return build_pipeline(corpus, **_pipeline_kw(cfg, tokenizer.pad_id, shard, warn=True))
 
 

@@ -204,7 +204,7 @@ def run_mix(paths: Sequence[str], out_dir: str, cfg: MixConfig = MixConfig(), *,
   ihash = hash_files(paths, {"stage": "mix", **dataclasses.asdict(cfg)})
   if not force and (done := cached(out_dir, ihash)):
     return done
-  with Stage("mix", out_dir, input_hash=ihash, progress=progress) as stage:
+  with Stage("mix", out_dir, input_hash=ihash, progress=progress, inputs=paths) as stage:
     kept = mix_into(stage, paths, cfg)
     for split in ("train", "val", "test"):
       stage.stats[split] = write_jsonl(os.path.join(out_dir, f"{split}.jsonl"),

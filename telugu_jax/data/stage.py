@@ -6,6 +6,12 @@
     DIR/summary.json    in, out, consumed, rejected per reason, the input hash, extra stats; written last,
                         atomically, so its presence means "this stage finished"
 
+All-or-nothing to readers: while it runs, a stage writes `records.jsonl.part` and `rejected.jsonl.part`
+and renames them into place just before its summary.json; a stage that fails (or finds no input at all:
+an empty input is a user error, not 0 records) publishes nothing. A stage refuses an input file from a
+stage directory whose summary.json is missing (`check_finished`): that stage did not finish, and its
+records are not all there.
+
 Accounting: a stage counts each input unit as it reads it (`count_in`), and each unit ends either in
 an output record (`keep`, which may consume several units, e.g. OASST messages on one path) or in
 `rejected.jsonl` (`reject`), or, for a reader with row filters (`--where language_code=tel`), in the
@@ -30,13 +36,40 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from telugu_jax.data.records import Conversation, iter_jsonl
+from telugu_jax.data.records import Conversation, check_text, iter_jsonl
+from telugu_jax.errors import UserError
 
 RECORDS, REJECTED, SUMMARY = "records.jsonl", "rejected.jsonl", "summary.json"
+PART = ".part"          # suffix of a running stage's files
+MARKER = ".stage.json"  # which stage and inputs the files in a directory come from
 
 
 class AccountingError(RuntimeError):
   """in != consumed + rejected: some input unit was neither kept nor rejected."""
+
+
+class StageInputError(UserError, ValueError):
+  """An input the stage cannot take: empty, or the output of a stage that did not finish."""
+
+
+def check_finished(paths: Iterable[str | os.PathLike]) -> None:
+  """Refuse (one line) an input file that lies in a stage directory whose stage did not finish: its
+  records.jsonl may hold only part of what the stage would write, and its drops are in no rejected.jsonl."""
+  for p in paths:
+    p = os.fspath(p)
+    d = os.path.dirname(os.path.abspath(p))
+    if os.path.isdir(p) or not (os.path.exists(os.path.join(d, MARKER)) or os.path.exists(p + PART)):
+      continue
+    if not is_complete(d):
+      name = "a stage"
+      try:
+        with open(os.path.join(d, MARKER), encoding="utf-8") as f:
+          name = f"the {json.load(f).get('stage', '?')} stage"
+      except (OSError, ValueError):
+        pass
+      raise StageInputError(f"{p}: {name} that writes {d} did not finish (no {SUMMARY}), so this file may hold "
+                            "only part of its records; run that stage again until it prints its summary, then rerun "
+                            "this one")
 
 
 def hash_files(paths: Iterable[str | os.PathLike], extra: Any = None) -> str:
@@ -59,8 +92,11 @@ def load_summary(out_dir: str | os.PathLike) -> dict | None:
   path = os.path.join(out_dir, SUMMARY)
   if not os.path.exists(path):
     return None
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except ValueError:  # cut short by hand or by a full disk: the stage counts as not finished
+    return None
 
 
 def is_complete(out_dir: str | os.PathLike, input_hash: str | None = None) -> bool:
@@ -85,6 +121,14 @@ def _cut_partial_line(path: str) -> None:
       f.truncate(data.rfind(b"\n") + 1)
 
 
+def json_line(obj: Any) -> str:
+  """One JSON line of readable UTF-8; a character that cannot be encoded (a lone surrogate, or an undecodable
+  byte kept as one) is written as its \\u escape, so a rejected row is never lost and never crashes the writer."""
+  line = json.dumps(obj, ensure_ascii=False, default=str)
+  # A surrogate can only sit inside a JSON string, where its \\uXXXX escape reads back as the same character.
+  return line.encode("utf-8", "backslashreplace").decode("utf-8") + "\n"
+
+
 def format_table(summary: dict) -> str:
   rows = [("in", summary["in"]), ("out", summary["out"])]
   if summary.get("consumed", summary["out"]) != summary["out"]:
@@ -101,9 +145,13 @@ class Stage:
   """Context manager around one stage run; see the module docstring."""
 
   def __init__(self, name: str, out_dir: str | os.PathLike, *, input_hash: str | None = None, resume: bool = False,
-               progress: bool = True, total: int | None = None, unit: str = "rec", retry: tuple[str, ...] = ()):
-    """`retry`: rejection reasons that a resumed run tries again (e.g. translate_failed after an outage)."""
+               progress: bool = True, total: int | None = None, unit: str = "rec", retry: tuple[str, ...] = (),
+               inputs: Sequence[str | os.PathLike] = (), allow_empty: bool = False):
+    """`retry`: rejection reasons that a resumed run tries again (e.g. translate_failed after an outage).
+    `inputs`: the input files, checked to come from finished stages and named when they hold nothing;
+    `allow_empty`: no input unit at all is fine (a stage that makes its records, e.g. synth)."""
     self.name, self.out_dir, self.input_hash, self.retry = name, os.fspath(out_dir), input_hash, retry
+    self.inputs, self.allow_empty = [os.fspath(p) for p in inputs], allow_empty
     self.resume, self.progress, self.total, self.unit = resume, progress, total, unit
     self.n_in = self.n_out = self.n_consumed = 0
     self.rejected: Counter[str] = Counter()
@@ -114,23 +162,34 @@ class Stage:
 
   @property
   def records_path(self) -> str:
-    return os.path.join(self.out_dir, RECORDS)
+    """Where the kept records are written while the stage runs (renamed to records.jsonl at the end)."""
+    return os.path.join(self.out_dir, RECORDS + PART)
 
   @property
   def rejected_path(self) -> str:
-    return os.path.join(self.out_dir, REJECTED)
+    return os.path.join(self.out_dir, REJECTED + PART)
 
   def __enter__(self) -> Stage:
+    check_finished(self.inputs)
     os.makedirs(self.out_dir, exist_ok=True)
     summary = os.path.join(self.out_dir, SUMMARY)
     if os.path.exists(summary):
       os.remove(summary)  # from here on the directory is "in progress"
     mode = "w"
-    marker = os.path.join(self.out_dir, ".stage.json")  # which inputs the files in this directory come from
+    marker = os.path.join(self.out_dir, MARKER)
     same = False
     if os.path.exists(marker):
-      with open(marker, encoding="utf-8") as f:
-        same = json.load(f).get("input_hash") == self.input_hash
+      try:
+        with open(marker, encoding="utf-8") as f:
+          same = json.load(f).get("input_hash") == self.input_hash
+      except ValueError:
+        same = False
+    for final, part in ((RECORDS, self.records_path), (REJECTED, self.rejected_path)):
+      final = os.path.join(self.out_dir, final)
+      if not same and os.path.exists(final):
+        os.remove(final)  # made from other inputs: never to be mistaken for this run's output
+      elif same and self.resume and not os.path.exists(part) and os.path.exists(final):
+        os.replace(final, part)  # files of an unfinished run from before .part names: carry on from them
     if same and self.resume and os.path.exists(self.records_path) and os.path.exists(self.rejected_path):
       self._load_partial()
       mode = "a"
@@ -180,13 +239,16 @@ class Stage:
 
   def read(self, paths: Sequence[str | os.PathLike]) -> Iterator[Conversation]:
     """The conversations of `paths`, in order. A malformed line is counted in and rejected here (reason
-    `malformed`, with file:line), once even across a resumed run; callers count in what they receive."""
+    `malformed` or `invalid_unicode`, with file:line), once even across a resumed run; callers count in what
+    they receive. An input from a stage that did not finish is refused before anything is read."""
+    check_finished(paths)
+    self.inputs = self.inputs or [os.fspath(p) for p in paths]
     for path in paths:
       def bad_line(err, line):
         if self.done(err.where):  # rejected by the run that was killed
           return
         self.count_in()
-        self.reject("malformed", raw=line.rstrip("\n"), where=err.where, detail=str(err), key=err.where)
+        self.reject(err.reason, raw=line.rstrip("\n"), where=err.where, detail=str(err), key=err.where)
 
       yield from iter_jsonl(path, on_error=bad_line)
 
@@ -195,8 +257,21 @@ class Stage:
     if self._bar is not None:
       self._bar.update(n)
 
+  @staticmethod
+  def check(record: Conversation) -> str:
+    """`record` as its JSON line, or `RecordError(reason="invalid_unicode")` when some text in it cannot be
+    written as UTF-8 (readers call this before keeping anything of an input row, and reject the row)."""
+    line = record.to_json()
+    try:
+      line.encode("utf-8")
+    except UnicodeEncodeError:
+      check_text(record.to_dict(), f"record {record.id!r}")
+      raise  # check_text found nothing: a bug, keep the traceback
+    return line
+
   def keep(self, record: Conversation, consumed: int = 1) -> None:
-    self._rec_f.write(record.to_json() + "\n")
+    """Write a kept record; one whose text cannot be encoded raises RecordError (see `check`) and writes nothing."""
+    self._rec_f.write(self.check(record) + "\n")
     self.n_out += 1
     self.n_consumed += consumed
 
@@ -220,7 +295,7 @@ class Stage:
       row["record"] = record.to_dict()
     elif raw is not None:
       row["raw"] = raw
-    self._rej_f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    self._rej_f.write(json_line(row))
     self.rejected[reason] += 1
 
   def filter(self, label: str) -> None:
@@ -246,12 +321,17 @@ class Stage:
     self._rej_f.close()
     if exc_type is not None:
       return  # partial files stay for a resume; no summary means "not finished"
+    if self.n_in == 0 and not self.allow_empty:
+      raise StageInputError(f"{', '.join(self.inputs) or 'the input'}: no records to {self.name} (the input is empty); "
+                            "check the path, or the stage or download that made it")
     s = self.summary()
     n_rej, n_filt = sum(self.rejected.values()), sum((self.filtered or {}).values())
     if self.n_in != self.n_consumed + n_rej + n_filt:
       raise AccountingError(f"stage {self.name}: {self.n_in} in but {self.n_consumed} consumed + {n_rej} rejected + "
                             f"{n_filt} filtered; some input was neither kept nor rejected (a bug in the stage)")
     s["complete"] = True
+    os.replace(self.records_path, os.path.join(self.out_dir, RECORDS))
+    os.replace(self.rejected_path, os.path.join(self.out_dir, REJECTED))
     tmp = os.path.join(self.out_dir, SUMMARY + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
       json.dump(s, f, ensure_ascii=False, indent=1)

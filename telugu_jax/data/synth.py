@@ -180,7 +180,10 @@ def synth_into(stage: Stage, client: ChatClient, cache: TranslationCache, c: Any
       except RecordError as e:
         stage.reject(e.reason, raw=item, where=f"{where}#{j}", detail=str(e))
         continue
-      stage.keep(conv)
+      try:
+        stage.keep(conv)
+      except RecordError as e:  # the endpoint answered with text that cannot be encoded
+        stage.reject(e.reason, raw=item, where=f"{where}#{j}", detail=str(e))
   stage.stats.update(stats)
 
 
@@ -194,7 +197,7 @@ def run_synth(out_dir: str, c: Any, t: Any, *, client: ChatClient | None = None,
   client = client or ChatClient.from_config(t, temperature=c.temperature)
   cache = TranslationCache(cache_path or t.get("cache") or os.path.join(out_dir, "synth_cache.sqlite"))
   try:
-    with Stage("synth", out_dir, input_hash=ihash, progress=progress) as stage:
+    with Stage("synth", out_dir, input_hash=ihash, progress=progress, allow_empty=True) as stage:
       synth_into(stage, client, cache, c, t.get("price_in_per_m", 0.0), t.get("price_out_per_m", 0.0))
   finally:
     cache.close()

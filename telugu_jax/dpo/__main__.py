@@ -22,6 +22,8 @@ import json
 import os
 import sys
 
+from telugu_jax.errors import UserError, run_cli
+
 
 def _print(obj) -> None:
   print(json.dumps(obj, ensure_ascii=False, indent=1))
@@ -39,7 +41,7 @@ def demo_config(workdir: str, paths: dict, steps: int):
       f"--config.train.save_every={steps}"]))
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str]) -> int:
   p = argparse.ArgumentParser(prog="python -m telugu_jax.dpo", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = p.add_subparsers(dest="command", required=True)
@@ -136,10 +138,16 @@ def main(argv: list[str] | None = None) -> int:
       ref = load_model(args.reference) if args.reference else None
       _print(score_pairs(load_model(args.model), args.pairs, reference=ref, beta=args.beta, loss_type=args.loss_type,
                          max_seq_len=args.max_seq_len, group_by=args.group_by))
+  except UserError:
+    raise  # already one line; --debug shows where it came from
   except (ValueError, FileNotFoundError) as err:
-    print(f"error: {err}", file=sys.stderr)
-    return 2
+    raise UserError(str(err)) from err
   return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+  """The command line under telugu_jax.errors.run_cli: a user's mistake is one line and exit code 2."""
+  return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -119,7 +119,10 @@ class PairCorpus:
 def _file_keys(paths: Sequence[str]) -> tuple:
   missing = [p for p in paths if not os.path.exists(p)]
   if missing:
-    raise FileNotFoundError(f"preference file(s) not found: {missing}")
+    raise FileNotFoundError(f"preference file(s) not found: {', '.join(missing)}")
+  from telugu_jax.data.stage import check_finished
+
+  check_finished(paths)  # the records.jsonl of a `dpo read` that did not finish
   return tuple((os.path.abspath(p), os.stat(p).st_size, os.stat(p).st_mtime_ns) for p in paths)
 
 
@@ -155,9 +158,12 @@ def _pair_corpus(file_keys: tuple, fmt: ChatFormat, max_seq_len: int, over_long:
     log.warning("preference data: %d of %d pairs rejected %s, %d shortened %s; each is listed with its reason in "
                 "the run's rejected.jsonl", len(rejected), records, by_reason, len(shortened), summary["shortened"])
   if not ids:
-    raise ValueError(f"preference data: no usable pair in {records} record(s); rejected by reason: {by_reason}. "
-                     "DPO reads pairs JSONL ({id, prompt, chosen, rejected}): convert upstream data with `python -m "
-                     "telugu_jax.dpo read`, or sample pairs from the SFT model with `python -m telugu_jax.dpo pairs`")
+    from telugu_jax.data.loader import DataError
+
+    raise DataError(f"preference data: no usable pair in {records} record(s); rejected by reason: {by_reason}. "
+                    "DPO reads pairs JSONL ({id, prompt, chosen, rejected}): convert upstream data with `python -m "
+                    "telugu_jax.dpo read`, or sample pairs from the SFT model with `python -m telugu_jax.dpo pairs`",
+                    rejected + shortened)
   corpus = builder.build({}, [])
   return PairCorpus(corpus, tuple(ids), summary, rejected + shortened)
 

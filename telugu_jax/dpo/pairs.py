@@ -220,7 +220,7 @@ def run_pairs(model_dir: str, paths: Sequence[str], out_dir: str, cfg: PairConfi
   for p in paths:
     convs.extend(iter_jsonl(p, on_error=lambda e, line: bad.append((e, line))))
   with Stage("dpo-pairs", out_dir, resume=resume, progress=progress, total=len(convs) + len(bad),
-             unit="prompt") as stage:
+             unit="prompt", inputs=paths) as stage:
     for e, line in bad:
       if not stage.done(e.where):
         stage.count_in()

@@ -37,7 +37,7 @@ from typing import Any
 
 from telugu_jax.data.readers.common import make
 from telugu_jax.data.readers.files import BadRow, file_format, iter_rows, row_id
-from telugu_jax.data.records import RecordError, Turn
+from telugu_jax.data.records import RecordError, Turn, check_text
 from telugu_jax.data.stage import Stage, cached, hash_files
 
 FORMATS = ("auto", "hh", "ultrafeedback", "pairs")
@@ -83,6 +83,7 @@ class PreferencePair:
     meta = d.get("meta") or {}
     if not isinstance(meta, dict):
       raise RecordError("'meta' must be an object", where)
+    check_text({k: d.get(k) for k in ("id", "source", "prompt", "chosen", "rejected", "meta")}, "pair", where)
     pair = make_pair(str(d["id"]), str(d.get("source", "")), [(t["role"], t["content"]) for t in prompt],
                      d["chosen"], d["rejected"], where)
     return dataclasses.replace(pair, meta=meta)  # the file's meta as it is (no "where" added on reading)
@@ -262,7 +263,7 @@ def run_read(paths: Sequence[str], out_dir: str, fmt: str = "auto", source: str 
                              "split": split, **columns})
   if not force and (done := cached(out_dir, ihash)):
     return done
-  with Stage("dpo-read", out_dir, input_hash=ihash, progress=progress) as stage:
+  with Stage("dpo-read", out_dir, input_hash=ihash, progress=progress, inputs=paths) as stage:
     read_into(stage, paths, fmt, source, split=split, **columns)
   return stage.final
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 
 import jax
 import numpy as np
 
 from telugu_jax.chat_format import ChatFormat
+from telugu_jax.data.loader import DataError
+from telugu_jax.data.stage import json_line
 from telugu_jax.dpo.data import PairCorpus, PairLoaderConfig, batches_per_epoch, pair_corpus, pair_dataset
 from telugu_jax.dpo.loss import sequence_logps
 from telugu_jax.dpo.objective import DPOConfig, dpo_objective, summarise_eval
@@ -56,10 +57,10 @@ def dpo_config(run: RunSettings) -> DPOConfig:
     raise TrainingError(str(e)) from None
 
 
-def _write_rejected(path: str, corpus: PairCorpus) -> None:
+def _write_rejected(path: str, rejections: list[dict]) -> None:
   with open(path + ".tmp", "w", encoding="utf-8") as f:
-    for e in corpus.rejections:
-      f.write(json.dumps(e, ensure_ascii=False) + "\n")
+    for e in rejections:
+      f.write(json_line(e))
   os.replace(path + ".tmp", path)
 
 
@@ -113,10 +114,17 @@ def dpo_datasets(dpo: DPOConfig, run: RunSettings, start: Start, workdir: str) -
   try:
     train = pair_corpus(list(d.train), fmt, d.max_seq_len, run.dpo.over_long)
     val = pair_corpus(list(d.validation), fmt, d.max_seq_len, run.dpo.over_long) if d.validation else None
+  except DataError as e:
+    if not e.rejections:
+      raise TrainingError(str(e)) from None
+    path = os.path.join(workdir, "rejected.jsonl")
+    if jax.process_index() == 0:
+      _write_rejected(path, e.rejections)
+    raise TrainingError(f"{e}; each pair and why: {path}") from None
   except (FileNotFoundError, ValueError) as e:
     raise TrainingError(str(e)) from None
   if jax.process_index() == 0:
-    _write_rejected(os.path.join(workdir, "rejected.jsonl"), train)
+    _write_rejected(os.path.join(workdir, "rejected.jsonl"), train.rejections)
   pad_id = start.tokenizer.pad_id
   if dpo.reference == "precomputed":
     ref = functools.partial(reference_logps, start.model_cfg, start.params, pad_id=pad_id,

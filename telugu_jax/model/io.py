@@ -10,8 +10,9 @@
 An adapter-only directory names its `base` (relative to itself, or absolute); `load_model` follows it,
 so `chat --checkpoint runs/demo/sft` works whether `sft` holds a merged model or only an adapter.
 
-Directories are written to a temporary sibling and renamed into place at the end: a failed or killed
-save never leaves a half-written directory that looks valid.
+Directories are written to a temporary sibling (`.tmp-NAME-*`) and renamed into place at the end: a failed
+or killed save never leaves a half-written directory that looks valid, and the next save to the same place
+removes what a killed one left (`temp_sibling`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from telugu_jax.errors import OutputExistsError, UserError
 from telugu_jax.model.config import LlamaConfig
 from telugu_jax.model.lora import LoraConfig
 
@@ -34,8 +36,18 @@ FORMAT = "telugu-jax-model"
 META = "model.json"
 
 
-class ModelDirError(FileNotFoundError):
-  pass
+class ModelDirError(UserError, FileNotFoundError):
+  """A model directory that is missing, incomplete or unreadable: the message names the file."""
+
+
+def temp_sibling(path: str) -> str:
+  """A fresh temporary directory beside `path`, after removing those that killed saves to `path` left."""
+  parent, prefix = os.path.dirname(path), ".tmp-" + os.path.basename(path) + "-"
+  os.makedirs(parent, exist_ok=True)
+  for name in os.listdir(parent):
+    if name.startswith(prefix) and os.path.isdir(os.path.join(parent, name)):
+      shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+  return tempfile.mkdtemp(prefix=prefix, dir=parent)
 
 
 @dataclasses.dataclass
@@ -68,8 +80,14 @@ def _save_tree(path: str, tree: Any) -> None:
 
 
 def _restore_tree(path: str) -> Any:
-  with ocp.StandardCheckpointer() as ckptr:
-    tree = ckptr.restore(os.path.abspath(path))
+  try:
+    with ocp.StandardCheckpointer() as ckptr:
+      tree = ckptr.restore(os.path.abspath(path))
+  except (ValueError, OSError, RuntimeError, KeyError) as e:  # tensorstore/JSON errors of a cut-short file
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    raise ModelDirError(f"{path}: the weights cannot be read ({type(e).__name__}: {first}); the directory is "
+                        "incomplete or corrupt (a copy or download cut short?): copy, convert or export it "
+                        "again") from None
   return jax.tree_util.tree_map(np.asarray, tree)
 
 
@@ -87,10 +105,8 @@ def save_model(path: str | os.PathLike, config: LlamaConfig, *, params: Any = No
   if lora is not None and lora_config is None:
     raise ValueError("saving an adapter needs its lora_config")
   if os.path.exists(path) and not overwrite:
-    raise FileExistsError(f"{path} exists; pass overwrite=True (or --overwrite) to replace it")
-  parent = os.path.dirname(path)
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(path) + "-", dir=parent)
+    raise OutputExistsError(f"{path} exists; pass overwrite=True (or --overwrite) to replace it")
+  tmp = temp_sibling(path)
   try:
     if params is not None:
       _save_tree(os.path.join(tmp, "params"), params)
@@ -131,9 +147,14 @@ def read_meta(path: str | os.PathLike) -> dict:
     raise ModelDirError(
         f"{path} is not a telugu-jax model directory (no {META}). Convert a PyTorch/HF checkpoint with "
         "`python -m telugu_jax.convert --from SRC --to DIR`, or run `make demo` to make a small one.")
-  with open(meta_file) as f:
-    meta = json.load(f)
-  if meta.get("format") != FORMAT:
+  try:
+    with open(meta_file, encoding="utf-8") as f:
+      meta = json.load(f)
+  except ValueError as e:
+    raise ModelDirError(f"{meta_file}: not valid JSON ({e}); the model directory is incomplete or corrupt: copy, "
+                        "convert or export it again") from None
+  if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+    meta = meta if isinstance(meta, dict) else {}
     raise ModelDirError(f"{meta_file} has format {meta.get('format')!r}, expected {FORMAT!r}")
   return meta
 

@@ -18,6 +18,7 @@ import json
 import os
 import sys
 
+from telugu_jax.errors import UserError, run_cli
 from telugu_jax.safety.filter import SafetyFilter
 from telugu_jax.safety.metrics import evaluate, format_report, json_lines, read_labelled
 from telugu_jax.safety.rules import ROLES, RuleError, builtin_dir
@@ -70,7 +71,7 @@ def eval_(args: argparse.Namespace) -> int:
   return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def _main(argv: list[str]) -> int:
   p = argparse.ArgumentParser(prog="python -m telugu_jax.safety", description=__doc__.split("\n")[0])
   sub = p.add_subparsers(dest="cmd", required=True)
   c = sub.add_parser("check", help="decide about each text of a JSONL file")
@@ -85,9 +86,15 @@ def main(argv: list[str] | None = None) -> int:
   args = p.parse_args(argv)
   try:
     return check(args) if args.cmd == "check" else eval_(args)
+  except UserError:
+    raise  # already one line; --debug shows where it came from
   except (ValueError, RuleError, OSError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    raise UserError(str(e)) from e
+
+
+def main(argv: list[str] | None = None) -> int:
+  """The command line under telugu_jax.errors.run_cli: a user's mistake is one line and exit code 2."""
+  return run_cli(_main, argv)
 
 
 if __name__ == "__main__":

@@ -27,16 +27,22 @@ HARMLESS = ("safe", "identity")
 
 def json_lines(path: str | os.PathLike, hint: str = "") -> Iterator[tuple[str, Any]]:
   """(file:line, parsed value) for each non-blank line of a JSONL file; invalid JSON raises ValueError naming
-  file:line (and `hint`, what a line should hold). The safety readers validate the values themselves."""
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
+  file:line (and `hint`, what a line should hold), as does text that is not valid Unicode (a byte that is not
+  UTF-8, a lone surrogate). The safety readers validate the values themselves."""
+  from telugu_jax.data.records import check_text, decode_line
+
+  with open(path, "rb") as f:
+    for n, raw in enumerate(f, 1):
+      line = decode_line(raw)
       if not line.strip():
         continue
       where = f"{os.fspath(path)}:{n}"
       try:
-        yield where, json.loads(line)
+        value = json.loads(line)
       except json.JSONDecodeError as e:
         raise ValueError(f"{where}: invalid JSON ({e.msg}){hint}") from None
+      check_text(value, "line", where)
+      yield where, value
 
 
 def read_labelled(path: str | os.PathLike) -> list[dict]:

@@ -40,6 +40,23 @@ class RunCheckpoints:
         preservation_policy=cm.AnyPreservationPolicy(policies), enable_async_checkpointing=async_save,
         best_fn=_metric if keep_best else None, best_mode="min", create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data"))
+    self.skipped: list[tuple[int, str]] = []   # (step, why) of checkpoints a resume could not restore
+
+  def set_aside(self, steps: list[int]) -> str:
+    """Move damaged steps to DIRECTORY-skipped/ (process 0; kept for inspection, never deleted), so the run can
+    write those steps again; returns that folder."""
+    aside = self.directory + "-skipped"
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      for step in steps:
+        dst = os.path.join(aside, str(step))
+        while os.path.exists(dst):
+          dst += "+"
+        os.replace(os.path.join(self.directory, str(step)), dst)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("telugu_jax.checkpoint.set_aside")
+    self.manager.reload()
+    return aside
 
   def save(self, step: int, state: Any, data_state: dict | None, metrics: dict | None = None,
            force: bool = False) -> bool:

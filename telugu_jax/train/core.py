@@ -169,12 +169,39 @@ def restore_state(checkpoints: RunCheckpoints, step: int | str, state: TrainStat
                   with_data: bool = True) -> tuple[TrainState, dict | None, int]:
   """`state` with the trainable weights, optimiser state, rng and step of checkpoint `step` ("latest",
   "best" or a number) laid out on `shardings`; the frozen base stays as it is (checkpoints never hold it).
-  Returns (state, data-iterator state or None, the step restored)."""
-  if step in ("latest", "best"):
-    found = checkpoints.latest_step() if step == "latest" else checkpoints.best_step()
+  Returns (state, data-iterator state or None, the step restored).
+
+  "latest" is the newest checkpoint that restores: a newer one that does not (cut short by a kill or a full
+  disk) is moved aside to CHECKPOINTS-skipped/STEP, so the run can save that step again, and recorded with its
+  reason in `checkpoints.skipped` for the caller to report. When none restores, a TrainingError lists why."""
+  if step == "latest":
+    steps = sorted(checkpoints.all_steps(), reverse=True)
+    if not steps:
+      raise TrainingError(f"no latest checkpoint in {checkpoints.directory}")
+    failed: list[tuple[int, str]] = []
+    for s in steps:
+      try:
+        out = _restore_step(checkpoints, s, state, shardings, with_data=with_data)
+      except Exception as e:  # noqa: BLE001 -- whatever Orbax/tensorstore raise for a damaged step, try an older one
+        failed.append((s, f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0][:160]}"))
+        continue
+      if failed:
+        checkpoints.set_aside([s for s, _ in failed])
+        checkpoints.skipped = failed
+      return out
+    raise TrainingError(f"no checkpoint in {checkpoints.directory} can be restored ("
+                        + "; ".join(f"step {s}: {why}" for s, why in failed) + "). If the config changed since "
+                        "they were written, restore it; or start afresh with --config.resume=False (or a new workdir)")
+  if step == "best":
+    found = checkpoints.best_step()
     if found is None:
-      raise TrainingError(f"no {step} checkpoint in {checkpoints.directory}")
+      raise TrainingError(f"no best checkpoint in {checkpoints.directory}")
     step = found
+  return _restore_step(checkpoints, int(step), state, shardings, with_data=with_data)
+
+
+def _restore_step(checkpoints: RunCheckpoints, step: int, state: TrainState, shardings: Any, *,
+                  with_data: bool) -> tuple[TrainState, dict | None, int]:
   abstract = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
   saved, data_state = checkpoints.restore(int(step), abstract_with_shardings(abstract, shardings),
                                           with_data=with_data)

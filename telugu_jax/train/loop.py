@@ -103,6 +103,9 @@ def train_and_evaluate(run: RunSettings, *, log_to_console: bool = True, task: T
   logger = MetricsLogger(workdir, total_steps=total_steps, start_step=first, console=log_to_console,
                          peak_flops=peak_flops(t.peak_tflops),
                          flops_per_token=task.flops_per_token(model_cfg, run.data.max_seq_len, mode))
+  for bad, why in ckpts.skipped:
+    logger.info(f"warning: checkpoint step {bad} in {ckpts.directory} cannot be restored ({why}); skipped (moved to "
+                f"{ckpts.directory}-skipped/{bad}), resuming from step {first}")
   logger.info(f"{mode} run: {model_cfg.num_params() / 1e6:.2f}M base parameters, {n_trainable / 1e6:.3f}M trainable; "
               f"{data.batches_per_epoch} batches/epoch, {total_steps} steps; mesh {dict(mesh.shape)}; "
               f"workdir {workdir}" + (f"; resumed at step {first}" if first else ""))

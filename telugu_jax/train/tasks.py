@@ -88,7 +88,8 @@ def sft_datasets(run: RunSettings, start: Start, workdir: str) -> Datasets:
     per_epoch = L.count_batches(list(d.train), fmt, cfg)
     val = (lambda: L.sft_dataset(list(d.validation), fmt, eval_cfg, **kw)) if d.validation else None
   elif d.kind == "pretrain":
-    train = L.pretrain_dataset(list(d.train), tokenizer, cfg, **kw)
+    train = L.pretrain_dataset(list(d.train), tokenizer, cfg, rejected_path=os.path.join(workdir, "rejected.jsonl"),
+                               **kw)
     per_epoch = L.count_pretrain_batches(list(d.train), tokenizer, cfg)
     val = (lambda: L.pretrain_dataset(list(d.validation), tokenizer, eval_cfg, **kw)) if d.validation else None
   else:

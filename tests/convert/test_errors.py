@@ -208,3 +208,15 @@ def test_peft_features_we_cannot_represent_are_refused(hf_ref, tmp_path, capsys)
   assert convert_main(args + ["--base", str(tmp_path / "base")]) == 2
   assert "not LoRA weights of a Llama projection" in capsys.readouterr().err
   _assert_nothing_written(tmp_path)
+
+
+def test_format_peft_on_a_hf_folder_says_what_it_is(tmp_path, capsys):
+  """Issue 18 item 5: `--format peft` on a Hugging Face model folder said it "is a PEFT adapter"."""
+  hf = tmp_path / "hf"
+  hf.mkdir()
+  (hf / "config.json").write_text("{}")
+  (hf / "model.safetensors").write_bytes(b"")
+  assert convert_main(["--from", str(hf), "--to", str(tmp_path / "out"), "--format", "peft"]) == 2
+  err = capsys.readouterr().err.strip()
+  assert err.count("\n") == 0 and "is not a PEFT adapter (no adapter_config.json)" in err and "a hf checkpoint" in err
+  _assert_nothing_written(tmp_path)

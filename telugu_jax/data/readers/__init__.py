@@ -153,6 +153,8 @@ def read_into(stage: Stage, paths: Sequence[str], fmt: str = "auto", source: str
             tasks, why = [], [f"english side: {e.reason}"]
           convs += tasks
           skipped.update(why)
+        for c in convs:
+          stage.check(c)  # text that cannot be encoded rejects the whole row, before any of it is kept
         for j, c in enumerate(convs):
           stage.keep(c, consumed=int(j == 0))  # one input row, however many conversations it gives
       except RecordError as e:
@@ -169,6 +171,6 @@ def run_read(paths: Sequence[str], out_dir: str, fmt: str = "auto", source: str 
                              **options})
   if not force and (done := cached(out_dir, ihash)):
     return done
-  with Stage("read", out_dir, input_hash=ihash, progress=progress) as stage:
+  with Stage("read", out_dir, input_hash=ihash, progress=progress, inputs=paths) as stage:
     read_into(stage, paths, fmt, source, **options)
   return stage.final

@@ -5,7 +5,9 @@ name given to `datasets.load_dataset`.
 Each row comes with `where` ("file:line", "file[#item]", "file:row N") so a bad record can be named; in a
 CSV/TSV file N counts data rows from 1 (the header is not a row), in Parquet from 0.
 A line that is not valid JSON, or a CSV row with more or fewer cells than the header, comes back as a
-`BadRow`, never an exception half-way through a file.
+`BadRow`, never an exception half-way through a file. Bytes that are not UTF-8 are kept (as U+DC80..U+DCFF,
+Python's `surrogateescape`) and the row that holds them is rejected as `invalid_unicode` by the reader,
+with its file:line, like a JSON string holding a lone surrogate.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ class BadRow:
 
 def _read_text(path: str) -> str:
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt", encoding="utf-8") as f:
+  with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as f:
     return f.read()
 
 
@@ -80,7 +82,7 @@ def _iter_parquet(path: str) -> Iterator[tuple[str, Any]]:
 def _iter_csv(path: str, delimiter: str) -> Iterator[tuple[str, Any]]:
   csv.field_size_limit(1 << 30)  # the default 128 KB is smaller than some answers
   opener = gzip.open if path.endswith(".gz") else open
-  with opener(path, "rt", encoding="utf-8-sig", newline="") as f:
+  with opener(path, "rt", encoding="utf-8-sig", errors="surrogateescape", newline="") as f:
     reader = csv.reader(f, delimiter=delimiter)
     header = next(reader, None)
     if header is None:
@@ -139,7 +141,7 @@ def iter_rows(path: str | os.PathLike, split: str | None = None) -> Iterator[tup
     yield from _iter_csv(path, "\t" if base.endswith(".tsv") else ",")
   elif base.endswith((".jsonl", ".ndjson")):
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as f:
       yield from _iter_jsonl_lines(path, f)
   else:
     raise ValueError(f"{path}: unknown file type; expected .json, .jsonl, .csv, .tsv, .parquet (optionally .gz) "

@@ -23,7 +23,7 @@ from typing import Any
 
 from telugu_jax.chat_format import DEFAULT_TEMPLATE
 from telugu_jax.data.readers.files import BadRow
-from telugu_jax.data.records import Conversation, Turn
+from telugu_jax.data.records import Conversation, RecordError, Turn
 
 ROLE = {"prompter": "user", "assistant": "assistant"}
 
@@ -181,7 +181,11 @@ def read_oasst(rows: Iterable[tuple[str, Any]], stage, source: str, *, all_paths
             "lang": root.get("lang"), "path": path, "where": where[path[0]],
             "synthetic": any(bool(msgs[mid].get("synthetic")) for mid in path) or None,
             "tree_state": root.get("tree_state")}.items() if v is not None})
-    stage.keep(conv, consumed=len(new))
+    try:
+      stage.keep(conv, consumed=len(new))
+    except RecordError as e:  # text that cannot be encoded: every message it would have used is rejected
+      for mid in new:
+        stage.reject(e.reason, raw=msgs[mid], where=where[mid], key=mid, detail=str(e))
   for mid in alive:
     if mid not in used and mid not in settled:
       stage.reject("not_best_path", raw=msgs[mid], where=where[mid], key=mid,

@@ -20,8 +20,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from telugu_jax.data.records import Conversation, Turn
-from telugu_jax.data.stage import Stage, cached, hash_files, load_summary
+from telugu_jax.data.records import Conversation, RecordError, Turn
+from telugu_jax.data.stage import Stage, StageInputError, cached, hash_files, load_summary
 from telugu_jax.data.translate.backend import Backend, OpenAIBackend
 from telugu_jax.data.translate.cache import TranslationCache, cache_key
 from telugu_jax.data.translate.protect import PlaceholderError, mask, split_code, unmask
@@ -131,6 +131,10 @@ class Translator:
     return out
 
 
+class TranslateBackendError(StageInputError):
+  """Every record failed to translate: the backend (endpoint, model) is the problem, not the data."""
+
+
 def make_backend(c: Any) -> Backend:
   """The backend named by `config.translate`."""
   if c.backend == "openai":
@@ -164,10 +168,14 @@ def translate_into(stage: Stage, paths: Sequence[str], translator: Translator, c
       if err is not None:
         reason = "placeholder_lost" if isinstance(err, PlaceholderError) else "translate_failed"
         stage.reject(reason, record=conv, detail=str(err)[:300])
+        stage.stats.setdefault("first_error", str(err)[:300])
         continue
       turns = tuple(Turn(t.role, r) for t, r in zip(conv.turns, res, strict=True))
       meta = {**conv.meta, "translated": {"backend": translator.backend.name, "model": translator.backend.model}}
-      stage.keep(dataclasses.replace(conv, turns=turns, meta=meta))
+      try:
+        stage.keep(dataclasses.replace(conv, turns=turns, meta=meta))
+      except RecordError as e:  # the backend answered with text that cannot be encoded
+        stage.reject(e.reason, record=conv, detail=str(e)[:300])
     stage.flush()
     batch.clear()
 
@@ -195,8 +203,17 @@ def run_translate(paths: Sequence[str], out_dir: str, c: Any, *, backend: Backen
     backend = backend or make_backend(c)
     translator = Translator(backend, cache, c.src_lang, c.tgt_lang, c.max_sentence_chars)
     with Stage("translate", out_dir, input_hash=ihash, resume=True, progress=progress,
-               retry=("translate_failed",)) as stage:
+               retry=("translate_failed",), inputs=paths) as stage:
       translate_into(stage, paths, translator, c.get("chunk", 64))
+      failed = stage.rejected.get("translate_failed", 0)
+      if failed and stage.n_out == 0 and failed == sum(stage.rejected.values()):
+        # Nothing translated at all: the backend is down or misconfigured, not a data problem. Publishing
+        # "0 records" would let the next stage carry on with nothing; the rejects are retried on the next run.
+        where = f" at {c.base_url}" if c.backend == "openai" else ""
+        raise TranslateBackendError(
+            f"translate: all {failed} record(s) failed, none translated (first error: "
+            f"{stage.stats.get('first_error', '?')}); is the {c.backend} backend{where} running and configured? "
+            "Rerun when it is: failed records are retried")
       cost = (translator.stats["prompt_tokens"] * c.get("price_in_per_m", 0.0)
               + translator.stats["completion_tokens"] * c.get("price_out_per_m", 0.0)) / 1e6
       stage.stats.update(translator.stats, estimated_cost_usd=round(cost, 6),
