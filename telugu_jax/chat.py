@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
 import os
 import sys
@@ -33,7 +34,16 @@ from telugu_jax.chat_format import (
   fit_prompt,
   neutralise_markers,
 )
-from telugu_jax.data.records import Conversation, RecordError, Turn, read_jsonl, write_jsonl
+from telugu_jax.data.records import (
+  Conversation,
+  RecordError,
+  Turn,
+  iter_jsonl,
+  read_jsonl,
+  unicode_problem,
+  write_jsonl,
+)
+from telugu_jax.errors import UserError, debug_requested
 from telugu_jax.generate import Generator, SamplingConfig
 from telugu_jax.inference import ChatError, answer_batch, load_chat  # noqa: F401 (load_chat: this CLI's API)
 from telugu_jax.model.io import ModelDirError
@@ -131,6 +141,9 @@ def repl(session: ChatSession, read: Callable[[str], str], write: Callable[[str]
     line = line.strip()
     if not line:
       continue
+    if (why := unicode_problem(line)) is not None:
+      write(f"(that message is not valid text: {why}; type it again)\n")
+      continue
     if line.startswith("/"):
       cmd, _, arg = line.partition(" ")
       if cmd in ("/exit", "/quit"):
@@ -168,12 +181,29 @@ def answer_file(generator: Generator, fmt: ChatFormat, sampling: SamplingConfig,
   """Answer every conversation of `in_path` into `out_path` (see module docstring). Returns counts."""
   from tqdm import tqdm
 
-  convs = read_jsonl(in_path)
+  convs: list[Conversation] = []
+
+  def unreadable(e: RecordError, line: str) -> None:
+    # A record that cannot be read (bad JSON, invalid Unicode) keeps its place in the output with the reason,
+    # so one bad line never costs the other records their answers.
+    # It is written back readable: invalid characters shown as U+FFFD, or an empty user turn when the line
+    # is no conversation at all.
+    try:
+      conv = Conversation.from_dict(_repaired(json.loads(line)))
+    except (ValueError, RecordError):
+      conv = Conversation(id=e.where or "unreadable", turns=(Turn("user", ""),))
+    convs.append(dataclasses.replace(conv, meta={**conv.meta, "error": f"{e.reason}: {e}"}))
+
+  for conv in iter_jsonl(in_path, on_error=unreadable):
+    convs.append(conv)
   stops = tuple(fmt.template.stop_strings) + tuple(stop_strings)
   budget = generator.config.max_seq_len - sampling.max_new_tokens
   out: list[Conversation | None] = [None] * len(convs)
   jobs = []  # (index, prompt ids, prompt turns, dropped, reference)
   for i, conv in enumerate(convs):
+    if str(conv.meta.get("error", "")).startswith(("malformed", "invalid_unicode")):
+      out[i] = conv
+      continue
     turns, reference = list(conv.turns), None
     if turns and turns[-1].role == "assistant":
       turns, reference = turns[:-1], turns[-1].content
@@ -198,6 +228,17 @@ def answer_file(generator: Generator, fmt: ChatFormat, sampling: SamplingConfig,
   bar.close()
   write_jsonl(out_path, out)
   return {"conversations": len(convs), "answered": len(jobs), "errors": len(convs) - len(jobs)}
+
+
+def _repaired(value):
+  """`value` with every string made encodable (lone surrogates and stray bytes become U+FFFD)."""
+  if isinstance(value, str):
+    return "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in value)
+  if isinstance(value, dict):
+    return {_repaired(k): _repaired(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return [_repaired(v) for v in value]
+  return value
 
 
 # ---- command line ------------------------------------------------------------------------------------------
@@ -229,6 +270,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
   parser = build_parser()
   args = parser.parse_args(argv)
+  if isinstance(sys.stdin, io.TextIOWrapper):
+    # Bytes that are not UTF-8 reach the REPL as U+DC80..U+DCFF and are refused there, instead of ending the
+    # session (and its conversation) with a UnicodeDecodeError.
+    sys.stdin.reconfigure(errors="surrogateescape")
   if (args.input is None) != (args.output is None):
     parser.error("--input and --output go together")
   if args.batch_size < 1:
@@ -246,6 +291,10 @@ def main(argv: Sequence[str] | None = None) -> int:
       counts = answer_file(generator, fmt, sampling, args.input, args.output, batch_size=args.batch_size,
                            stop_strings=stops)
       print(json.dumps(counts), file=sys.stderr)
+      if counts["conversations"] and not counts["answered"]:
+        first = next(c.meta["error"] for c in read_jsonl(args.output) if "error" in c.meta)
+        raise ChatError(f"no conversation of {args.input} could be answered (each reason is in meta.error of "
+                        f"{args.output}); the first: {first}")
       if counts["errors"]:
         print(f"{counts['errors']} conversation(s) could not be answered: see meta.error in {args.output}",
               file=sys.stderr)
@@ -262,12 +311,16 @@ def main(argv: Sequence[str] | None = None) -> int:
       sys.stdout.flush()
 
     if args.prompt is not None:
+      if (why := unicode_problem(args.prompt)) is not None:
+        raise ChatError(f"--prompt is not valid text: {why}")
       session.ask(args.prompt, stream=write)
       write("\n")
       return 0
     repl(session, input, write)
     return 0
-  except (ChatError, ModelDirError, TokenizerError, RecordError, TooLongError, ValueError, OSError) as e:
+  except (UserError, ChatError, ModelDirError, TokenizerError, RecordError, TooLongError, ValueError, OSError) as e:
+    if debug_requested(sys.argv):
+      raise
     print(f"error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:

@@ -18,13 +18,14 @@ import sys
 from collections.abc import Callable, Sequence
 
 from telugu_jax.chat_format import ChatFormat, ChatTemplate
+from telugu_jax.errors import UserError
 from telugu_jax.generate import Generation, Generator, SamplingConfig
 from telugu_jax.model.io import load_model
 
 _ARCH_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
 
 
-class ChatError(ValueError):
+class ChatError(UserError, ValueError):
   """A checkpoint, adapter or input the chat cannot use; the message says what to do."""
 
 

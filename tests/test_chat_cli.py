@@ -107,6 +107,35 @@ def test_answer_a_file_in_batches(ckpt, tmp_path, capsys):
   assert c.turns == convs[2].turns and c.meta["error"].startswith("forged_role_marker")
 
 
+def test_invalid_unicode_is_refused_and_nothing_is_lost(ckpt, tmp_path, capsys):
+  """Bytes that are not UTF-8 or a lone surrogate: the REPL says so and goes on with the same session; file
+  mode answers every other record and writes the bad ones back, readable, with the reason."""
+  env = {**os.environ, "PYTHONPATH": REPO, "JAX_PLATFORMS": "cpu",
+         "JAX_COMPILATION_CACHE_DIR": os.path.join(REPO, ".jax_cache")}
+  stdin = b"\xff\xfe hi\n" + "నమస్కారం\n/exit\n".encode()
+  proc = subprocess.run([sys.executable, "-m", "telugu_jax.chat", "--checkpoint", ckpt, *GREEDY], input=stdin,
+                        capture_output=True, env=env, cwd=REPO, timeout=300)
+  out = proc.stdout.decode("utf-8")
+  assert proc.returncode == 0, proc.stderr.decode()
+  assert "(that message is not valid text: byte 0xff at character 0 is not UTF-8; type it again)" in out
+  assert out.count(f"assistant> {REPLY}\n") == 1          # the session survived and answered the next message
+  assert chat.main(["--checkpoint", ckpt, "--prompt", "a\ud800", *GREEDY]) == 2
+  assert "--prompt is not valid text: lone surrogate U+D800" in capsys.readouterr().err
+
+  src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+  good = Conversation(id="g", turns=(Turn("user", "నమస్కారం"),)).to_json().encode()
+  surrogate = b'{"id": "s", "turns": [{"role": "user", "content": "a\\ud800b"}]}'
+  raw_bytes = b'{"id": "b", "turns": [{"role": "user", "content": "\xff\xfe"}]}'
+  src.write_bytes(b"\n".join([good, surrogate, raw_bytes, good.replace(b'"g"', b'"h"')]) + b"\n")
+  assert chat.main(["--checkpoint", ckpt, "--input", str(src), "--output", str(dst), *GREEDY]) == 0
+  assert '"errors": 2' in capsys.readouterr().err
+  out = read_jsonl(dst)
+  assert [c.id for c in out] == ["g", "s", "b", "h"]
+  assert out[0].turns[-1].content == REPLY and out[3].turns[-1].content == REPLY
+  assert out[1].meta["error"].startswith("invalid_unicode") and out[1].turns[0].content == "a\ufffdb"
+  assert out[2].meta["error"].startswith("invalid_unicode") and "0xff" in out[2].meta["error"]
+
+
 def test_adapter_merged_and_on_the_fly_agree(ckpt, sp_tokenizer, tmp_path, capsys):
   cfg = scripted_config(sp_tokenizer)
   lora_cfg = LoraConfig(rank=4, alpha=8.0)

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 from collections.abc import Sequence
 
+from telugu_jax.errors import UserError, debug_requested
 from telugu_jax.inference import ChatError, load_base_and_adapters, load_chat
 from telugu_jax.model.io import ModelDirError, resolve_model_dir
 from telugu_jax.serve.engine import Engine, ServedModel
@@ -107,11 +109,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not api_key:
       parser.error(f"--api-key-env {args.api_key_env}: that environment variable is empty or unset")
   try:
+    sock = bind(args.host, args.port)   # first: a port in use fails at once, before minutes of loading
     models = load_models(args.checkpoint, parse_adapters(args.adapter), args.name)
     ratings = None
     if args.rate_sheet:
       ratings = RatingStore(args.ratings_db or os.path.splitext(args.rate_sheet)[0] + ".sqlite", args.rate_sheet)
-  except (ChatError, ModelDirError, TokenizerError, RatingError, ValueError, OSError) as e:
+  except (UserError, ChatError, ModelDirError, TokenizerError, RatingError, ValueError, OSError) as e:
+    if debug_requested(sys.argv):
+      raise
     print(f"error: {e}", file=sys.stderr)
     return 2
   import uvicorn
@@ -127,8 +132,22 @@ def main(argv: Sequence[str] | None = None) -> int:
           + ("" if api_key else " and no API key is set (--api-key-env)"), file=sys.stderr)
   print(f"serving {', '.join(models)} on http://{args.host}:{args.port}/  (API: /v1/chat/completions)",
         file=sys.stderr)
-  uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+  uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
   return 0
+
+
+def bind(host: str, port: int) -> socket.socket:
+  """The server's listening socket, bound now so that "serving on" is printed only once it is ours."""
+  try:
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+  except OSError as e:
+    raise UserError(f"cannot listen on {host}:{port} ({e.strerror or e}); is another server running there? "
+                    "pick another --port") from None
+  sock.set_inheritable(True)
+  return sock
 
 
 if __name__ == "__main__":

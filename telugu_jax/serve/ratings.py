@@ -22,6 +22,7 @@ import sqlite3
 import threading
 import time
 
+from telugu_jax.conversation import unicode_problem
 from telugu_jax.evaluate.rating import CRITERIA, SCORES, SHEET_COLUMNS
 
 ITEM, QUESTION_ID, CATEGORY, PROMPT, REFERENCE, RESPONSE, COMMENT = (
@@ -97,6 +98,9 @@ class RatingStore:
             "comments": COMMENT in self.header, "questions": list(questions.values())}
 
   def _check(self, rater: str, item: str) -> str:
+    for what, text in (("rater", rater), ("item", item)):
+      if (why := unicode_problem(text)) is not None:
+        raise RatingError(f"the {what} is not valid text: {why}")
     rater = rater.strip()
     if not rater or len(rater) > 80 or any(c in rater for c in '/\\:*?"<>|'):
       raise RatingError("give a rater name (1-80 characters, none of / \\ : * ? \" < > |: it names the exported "
@@ -117,7 +121,7 @@ class RatingStore:
   def save(self, rater: str, item: str, criterion: str, score) -> None:
     """Store one score (committed before returning); `score=None` clears it."""
     rater = self._check(rater, item)
-    if criterion not in CRITERIA:
+    if not isinstance(criterion, str) or criterion not in CRITERIA:
       raise RatingError(f"unknown criterion {criterion!r}; one of {list(CRITERIA)}")
     if score is not None and (isinstance(score, bool) or not isinstance(score, int) or score not in SCORES):
       raise RatingError(f"a score is an integer 0-3 (or null to clear), got {score!r}")
@@ -129,10 +133,14 @@ class RatingStore:
       raise RatingError("this sheet has no comment column")
     if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
       raise RatingError(f"a comment is text of at most {MAX_COMMENT} characters")
+    if (why := unicode_problem(comment)) is not None:
+      raise RatingError(f"the comment is not valid text: {why}; type it again")
     self._put(rater, item, COMMENT, comment.strip() or None)
 
   def scores(self, rater: str) -> dict[str, dict]:
     """{item: {criterion: score, "comment": text}} of one rater."""
+    if (why := unicode_problem(rater)) is not None:
+      raise RatingError(f"the rater is not valid text: {why}")
     with self._lock:
       got = self._db.execute("SELECT item, field, value FROM cells WHERE sheet=? AND rater=?",
                              (self.sheet_id, rater.strip())).fetchall()

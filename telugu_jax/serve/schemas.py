@@ -16,7 +16,9 @@ import time
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+from telugu_jax.conversation import unicode_problem
 
 MAX_STOP_STRINGS = 4  # as OpenAI
 
@@ -41,7 +43,7 @@ class Message(BaseModel):
 
 class StreamOptions(BaseModel):
   model_config = ConfigDict(extra="forbid")
-  include_usage: bool = False
+  include_usage: StrictBool = False
 
 
 class ResponseFormat(BaseModel):
@@ -49,12 +51,27 @@ class ResponseFormat(BaseModel):
   type: Literal["text"]
 
 
+def _check_unicode(value, where: str) -> None:
+  """Text that cannot be encoded as UTF-8 (a lone surrogate, valid in JSON as "\\ud800") is a 400 naming the
+  field, here where it enters, not a 500 from the tokenizer."""
+  if isinstance(value, str):
+    if (why := unicode_problem(value)) is not None:
+      raise ValueError(f"{where or 'body'}: invalid Unicode ({why})")
+  elif isinstance(value, dict):
+    for k, v in value.items():
+      _check_unicode(k, where)
+      _check_unicode(v, f"{where}.{k}" if where else str(k))
+  elif isinstance(value, list):
+    for i, v in enumerate(value):
+      _check_unicode(v, f"{where}[{i}]")
+
+
 class ChatCompletionRequest(BaseModel):
   model_config = ConfigDict(extra="forbid")
 
   model: str
   messages: Annotated[list[Message], Field(min_length=1)]
-  stream: bool = False
+  stream: StrictBool = False      # "yes" or 1 is a 400, not true
   stream_options: StreamOptions | None = None
   temperature: Annotated[float, Field(ge=0, le=2)] | None = None
   top_p: Annotated[float, Field(gt=0, le=1)] | None = None
@@ -62,12 +79,18 @@ class ChatCompletionRequest(BaseModel):
   max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
   stop: str | list[str] | None = None
   n: int | None = None
-  seed: int | None = None
+  seed: Annotated[int, Field(ge=-(2**63), le=2**63 - 1)] | None = None    # a 64-bit integer, as OpenAI's
   user: str | None = None
   frequency_penalty: float | None = None
   presence_penalty: float | None = None
   logprobs: bool | None = None
   response_format: ResponseFormat | None = None
+
+  @model_validator(mode="before")
+  @classmethod
+  def _valid_text(cls, data):
+    _check_unicode(data, "")
+    return data
 
   @field_validator("n")
   @classmethod

@@ -169,6 +169,14 @@ BAD_REQUESTS = [  # (id, body, status, words the message must contain)
     ("system-in-middle", {**GOOD, "messages": [{"role": "user", "content": "సరే"},
                                                {"role": "system", "content": "x"}]}, 400, "system message"),
     ("only-system", {**GOOD, "messages": [{"role": "system", "content": "x"}]}, 400, "no user message"),
+    ("lone-surrogate", '{"model": "tiny", "messages": [{"role": "user", "content": "a\\ud800b"}]}', 400,
+     "messages[0].content: invalid unicode (lone surrogate u+d800"),
+    ("surrogate-in-stop", '{"model": "tiny", "stop": "\\udc80", "messages": [{"role": "user", "content": "సరే"}]}',
+     400, "stop: invalid unicode"),
+    ("seed-2^63", {**GOOD, "seed": 2**63}, 400, "seed"),
+    ("seed-2^64-stream", {**GOOD, "seed": 2**64, "stream": True}, 400, "seed"),
+    ("stream-yes", {**GOOD, "stream": "yes"}, 400, "stream"),
+    ("stream-1", {**GOOD, "stream": 1}, 400, "stream"),
     ("too-long", {**GOOD, "messages": [{"role": "user", "content": "తెలుగు భాష చాలా మధురమైన భాష. " * 60}]},
      400, "context is 512"),
 ]
@@ -227,3 +235,24 @@ def test_non_stream_request_is_cancelled_when_the_client_leaves():
 
   result, job = asyncio.run(wait())
   assert result is None and job.cancelled.is_set()
+
+
+def test_port_in_use_is_one_line_before_any_serving(tiny_model_dir):
+  """The port is bound before "serving on" is printed (and before the model loads): a port in use is one line
+  and exit 2."""
+  import os
+  import socket
+  import subprocess
+  import sys
+
+  with socket.socket() as taken:
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    proc = subprocess.run([sys.executable, "-m", "telugu_jax.serve", "--checkpoint", str(tiny_model_dir),
+                           "--port", str(port), "--no-safety"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 2, proc.stderr
+  lines = [x for x in proc.stderr.splitlines() if x.strip() and not x.startswith("note:")]
+  assert len(lines) == 1 and lines[0].startswith(f"error: cannot listen on 127.0.0.1:{port}"), proc.stderr
+  assert "serving" not in proc.stderr

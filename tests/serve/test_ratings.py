@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
 
 import httpx
 import pytest
@@ -153,6 +154,13 @@ def test_rating_api_validates_and_saves(tmp_path, sheet, tiny_models):
     assert bad.status_code == 400 and "0-3" in bad.json()["error"]["message"]
     assert httpx.get(url + "/rate/api/scores", params={"rater": "సీత"}).json()["scores"] == {
         "q002-B": {"fluency": 1, "comment": "బాగుంది"}}
+    for route, body in (("score", {**ok, "rater": "\ud800"}), ("comment", {**ok, "comment": "a\udfffb"}),
+                        ("comment", {**ok, "item": "q002-\ud800"}), ("score", {**ok, "criterion": 5})):
+      raw = json.dumps(body)   # ASCII escapes: the lone surrogates travel as valid JSON
+      r = httpx.post(f"{url}/rate/api/{route}", content=raw, headers={"Content-Type": "application/json"})
+      assert r.status_code == 400, (route, body, r.text)
+    r = httpx.get(url + "/rate/api/scores", params={"rater": "\udc80"})
+    assert r.status_code == 400 and "not valid text" in r.json()["error"]["message"]
     export = httpx.get(url + "/rate/export.csv", params={"rater": "సీత"})
     assert export.headers["content-type"].startswith("text/csv")
     assert "filename*=UTF-8''%E0%B0%B8%E0%B1%80%E0%B0%A4.csv" in export.headers["content-disposition"]
