@@ -24,6 +24,7 @@ import sys
 from typing import Any
 
 from telugu_jax.config import load_config
+from telugu_jax.data.settings import PrepareSettings, SynthConfig, TranslateConfig
 from telugu_jax.errors import UserError, run_cli
 
 STAGES = ("read", "translate", "synth", "clean", "dedupe", "mix", "prepare")
@@ -81,11 +82,13 @@ def main(argv: list[str] | None = None) -> dict:
     elif args.stage == "translate":
       from telugu_jax.data.translate import run_translate
 
-      s = run_translate(args.inputs, args.out, cfg.translate, progress=progress, force=args.force)
+      s = run_translate(args.inputs, args.out, TranslateConfig.from_dict(cfg.translate), progress=progress,
+                        force=args.force)
     elif args.stage == "synth":
       from telugu_jax.data.synth import run_synth
 
-      s = run_synth(args.out, cfg.synth, cfg.translate, progress=progress, force=args.force)
+      s = run_synth(args.out, SynthConfig.from_dict(cfg.synth), TranslateConfig.from_dict(cfg.translate),
+                    progress=progress, force=args.force)
     elif args.stage == "clean":
       from telugu_jax.data.clean import CleanConfig, run_clean
 
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     else:
       from telugu_jax.data.pipeline import prepare
 
-      return prepare(cfg, progress=progress)
+      return prepare(PrepareSettings.from_config(cfg), progress=progress)
   except UserError:
     raise  # already one line; --debug shows where it came from
   except (ValueError, FileNotFoundError) as e:

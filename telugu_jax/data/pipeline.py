@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
 
-from telugu_jax.data.clean import CleanConfig, run_clean
-from telugu_jax.data.dedupe import DedupeConfig, run_dedupe
-from telugu_jax.data.mix import MixConfig, run_mix
+from telugu_jax.data.clean import run_clean
+from telugu_jax.data.dedupe import run_dedupe
+from telugu_jax.data.mix import run_mix
 from telugu_jax.data.readers import run_read
+from telugu_jax.data.settings import PrepareSettings
 from telugu_jax.data.stage import RECORDS
 
 
-def prepare(cfg: Any, *, progress: bool = True, log=None) -> dict[str, dict]:
+def prepare(cfg: PrepareSettings, *, progress: bool = True, log=None) -> dict[str, dict]:
   """Run (or reuse) every stage; returns {stage dir name: summary}."""
   log = log or (lambda msg: print(msg, file=sys.stderr))
   work = cfg.workdir
@@ -44,8 +44,7 @@ def prepare(cfg: Any, *, progress: bool = True, log=None) -> dict[str, dict]:
   outputs: list[str] = []
   for src in cfg.sources:
     d = os.path.join(work, "read", src.name)
-    options = src.options.to_dict() if hasattr(src.options, "to_dict") else dict(src.options)
-    note(f"read/{src.name}", run_read(list(src.paths), d, src.format, src.name, progress=progress, **options))
+    note(f"read/{src.name}", run_read(list(src.paths), d, src.format, src.name, progress=progress, **src.options))
     if src.translate:
       from telugu_jax.data.translate import run_translate
 
@@ -64,10 +63,10 @@ def prepare(cfg: Any, *, progress: bool = True, log=None) -> dict[str, dict]:
     outputs.append(os.path.join(d, RECORDS))
 
   clean_dir, dedupe_dir, mix_dir = (os.path.join(work, s) for s in ("clean", "dedupe", "mix"))
-  note("clean", run_clean(outputs, clean_dir, CleanConfig.from_dict(cfg.clean), progress=progress))
-  note("dedupe", run_dedupe([os.path.join(clean_dir, RECORDS)], dedupe_dir, DedupeConfig.from_dict(cfg.dedupe),
+  note("clean", run_clean(outputs, clean_dir, cfg.clean, progress=progress))
+  note("dedupe", run_dedupe([os.path.join(clean_dir, RECORDS)], dedupe_dir, cfg.dedupe,
                             progress=progress))
   upstream = [os.path.join(work, k) for k in summaries if k != "mix"]
-  note("mix", run_mix([os.path.join(dedupe_dir, RECORDS)], mix_dir, MixConfig.from_dict(cfg.mix),
+  note("mix", run_mix([os.path.join(dedupe_dir, RECORDS)], mix_dir, cfg.mix,
                       upstream=upstream, progress=progress))
   return summaries

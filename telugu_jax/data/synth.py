@@ -14,6 +14,7 @@ restart sends nothing twice. A budget (requests, tokens, money) is checked betwe
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from typing import Any
 
 from telugu_jax.data.readers.common import make
 from telugu_jax.data.records import RecordError
+from telugu_jax.data.settings import SynthConfig, TranslateConfig
 from telugu_jax.data.stage import Stage, cached, hash_files
 from telugu_jax.data.translate.cache import TranslationCache, cache_key
 from telugu_jax.data.translate.client import ChatClient, Completion
@@ -187,18 +189,19 @@ def synth_into(stage: Stage, client: ChatClient, cache: TranslationCache, c: Any
   stage.stats.update(stats)
 
 
-def run_synth(out_dir: str, c: Any, t: Any, *, client: ChatClient | None = None, cache_path: str | None = None,
+def run_synth(out_dir: str, c: SynthConfig, t: TranslateConfig, *, client: ChatClient | None = None,
+              cache_path: str | None = None,
               progress: bool = True, force: bool = False) -> dict:
   """`c` = config.synth, `t` = config.translate (endpoint, model, prices)."""
-  settings = {k: c[k] for k in c.keys() if k != "enabled"}
+  settings = {k: v for k, v in dataclasses.asdict(c).items() if k != "enabled"}
   ihash = hash_files([], {"stage": "synth", "prompt": PROMPT_VERSION, "model": t.model, **settings})
   if not force and (done := cached(out_dir, ihash)):
     return done
   client = client or ChatClient.from_config(t, temperature=c.temperature)
-  cache = TranslationCache(cache_path or t.get("cache") or os.path.join(out_dir, "synth_cache.sqlite"))
+  cache = TranslationCache(cache_path or t.cache or os.path.join(out_dir, "synth_cache.sqlite"))
   try:
     with Stage("synth", out_dir, input_hash=ihash, progress=progress, allow_empty=True) as stage:
-      synth_into(stage, client, cache, c, t.get("price_in_per_m", 0.0), t.get("price_out_per_m", 0.0))
+      synth_into(stage, client, cache, c, t.price_in_per_m, t.price_out_per_m)
   finally:
     cache.close()
   return stage.final

@@ -14,6 +14,7 @@ from telugu_jax.data.dedupe import run_dedupe
 from telugu_jax.data.mix import run_mix
 from telugu_jax.data.readers import run_read
 from telugu_jax.data.records import Conversation, write_jsonl
+from telugu_jax.data.settings import TranslateConfig
 from telugu_jax.data.stage import Stage, StageInputError
 from telugu_jax.data.translate import TranslateBackendError, run_translate
 
@@ -122,6 +123,7 @@ def test_translate_with_the_endpoint_down_is_an_error(tmp_path):
   is published, and the rejects are retried by the next run."""
   write_jsonl(tmp_path / "in.jsonl", [Conversation.single("a", "Hello there.", "Hi.")])
   c = load_config("data", ["--config.translate.base_url=http://127.0.0.1:9/v1"]).translate
+  c = TranslateConfig.from_dict(c)
   with pytest.raises(TranslateBackendError, match=r"all 1 record\(s\) failed.*127.0.0.1:9/v1.*running"):
     run_translate([str(tmp_path / "in.jsonl")], str(tmp_path / "out"), c, backend=_Down(),
                   cache_path=str(tmp_path / "c.sqlite"), progress=False)

@@ -12,6 +12,7 @@ from telugu_jax.config import ConfigError, load_config
 from telugu_jax.data.__main__ import main
 from telugu_jax.data.pipeline import prepare
 from telugu_jax.data.records import read_jsonl
+from telugu_jax.data.settings import PrepareSettings
 
 from .conftest import ALPACA, SHAREGPT, TELUGU_PAIRS, assert_books_balance, write_json, write_jsonl
 
@@ -37,7 +38,7 @@ def test_prepare_chain_books_and_caching(tmp_path):
   rows.append(dict(rows[-1]))  # an exact duplicate
   cfg = _config(tmp_path, rows)
   logs = []
-  s = prepare(cfg, progress=False, log=logs.append)
+  s = prepare(PrepareSettings.from_config(cfg), progress=False, log=logs.append)
   work = tmp_path / "work"
   for name in ("read/alp", "read/sg", "clean", "dedupe", "mix"):
     assert_books_balance(work / name)
@@ -49,14 +50,14 @@ def test_prepare_chain_books_and_caching(tmp_path):
   assert not any("cached" in line for line in logs)
 
   logs.clear()
-  prepare(cfg, progress=False, log=logs.append)
+  prepare(PrepareSettings.from_config(cfg), progress=False, log=logs.append)
   assert len(logs) == 5 and all("cached" in line for line in logs)
 
   # change one source: its read reruns, the other's does not; downstream reruns
   rows.append({"instruction": "పిల్లలకు ఒక మంచి అలవాటు చెప్పండి.", "input": "", "output": "రోజూ పుస్తకాలు చదవడం."})
   write_json(tmp_path / "alpaca.json", rows)
   logs.clear()
-  s2 = prepare(cfg, progress=False, log=logs.append)
+  s2 = prepare(PrepareSettings.from_config(cfg), progress=False, log=logs.append)
   status = {line.split()[1].rstrip(":"): "cached" if "cached" in line else "ran" for line in logs}
   assert status == {"read/alp": "ran", "read/sg": "cached", "clean": "ran", "dedupe": "ran", "mix": "ran"}
   assert s2["read/alp"]["in"] == s["read/alp"]["in"] + 1

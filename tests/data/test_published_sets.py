@@ -15,6 +15,7 @@ from telugu_jax.data.mix import data_card
 from telugu_jax.data.readers import run_read
 from telugu_jax.data.readers.columns import parse_fields, parse_where, plan_columns, split_column
 from telugu_jax.data.records import read_jsonl
+from telugu_jax.data.settings import PrepareSettings
 from telugu_jax.dpo.records import run_read as dpo_read
 
 from .conftest import write_jsonl
@@ -287,7 +288,7 @@ def test_prepare_with_published_layouts(tmp_path):
                  source("mapped", [str(csv_path)], fields={"instruction": "telugu_instruction",
                                                            "output": "telugu_output"}, lang_columns="en")]
   cfg.dedupe.prefer_sources = ["bi", "aya", "mapped"]
-  s = prepare(cfg, progress=False, log=lambda _: None)
+  s = prepare(PrepareSettings.from_config(cfg), progress=False, log=lambda _: None)
   assert s["read/aya"]["filtered"] == {"language_code=tel": 2}
   assert s["read/mapped"]["columns"][str(csv_path)]["fields"] == {"instruction": "telugu_instruction",
                                                                    "output": "telugu_output"}

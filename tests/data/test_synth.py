@@ -9,6 +9,7 @@ import pytest
 
 from telugu_jax.config import load_config
 from telugu_jax.data.records import read_jsonl
+from telugu_jax.data.settings import SynthConfig, TranslateConfig
 from telugu_jax.data.synth import CATEGORIES, TEMPLATES, JSONReplyError, parse_pairs, plan_requests, run_synth
 
 from .conftest import assert_books_balance
@@ -45,6 +46,10 @@ def test_parse_pairs():
     parse_pairs('[{"instruction": "x", "response": }]')
 
 
+def typed(cfg):
+  return SynthConfig.from_dict(cfg.synth), TranslateConfig.from_dict(cfg.translate)
+
+
 def _cfg(url, **synth):
   args = [f"--config.translate.base_url={url}", "--config.translate.backoff_s=0.01",
           "--config.translate.concurrency=4", "--config.synth.pairs_per_request=2"]
@@ -57,13 +62,13 @@ def test_synth_budget_repair_and_no_repeats(tmp_path, fake_openai):
   cache = str(tmp_path / "cache.sqlite")
   cfg = _cfg(server.url, max_requests=20)
   assert len(plan_requests(cfg.synth)) == 12 * len(TEMPLATES)
-  s = run_synth(str(tmp_path / "a"), cfg.synth, cfg.translate, cache_path=cache, progress=False)
+  s = run_synth(str(tmp_path / "a"), *typed(cfg), cache_path=cache, progress=False)
   s, rejected = assert_books_balance(tmp_path / "a")
   assert s["sent"] == 20 and len(server.answered()) == 20 and s["not_sent_budget"] == 12 * len(TEMPLATES) - 20
   assert s["budget_stop"] == "max_requests 20"
 
   cfg = _cfg(server.url, max_requests=1000)
-  s = run_synth(str(tmp_path / "b"), cfg.synth, cfg.translate, cache_path=cache, progress=False)
+  s = run_synth(str(tmp_path / "b"), *typed(cfg), cache_path=cache, progress=False)
   s, rejected = assert_books_balance(tmp_path / "b")
   assert s["cache_hits"] == 20 and s["sent"] == 12 * len(TEMPLATES) - 20
   answered = Counter(server.answered())
@@ -83,5 +88,5 @@ def test_synth_cost_budget(tmp_path, fake_openai):
   server = fake_openai(synth_answer)
   cfg = _cfg(server.url, max_cost=0.001)
   cfg.translate.price_in_per_m = 100.0  # ~30 prompt tokens a request: the first wave of 4 passes $0.001
-  s = run_synth(str(tmp_path / "c"), cfg.synth, cfg.translate, cache_path=str(tmp_path / "c.sqlite"), progress=False)
+  s = run_synth(str(tmp_path / "c"), *typed(cfg), cache_path=str(tmp_path / "c.sqlite"), progress=False)
   assert s["sent"] == 4 and s["budget_stop"].startswith("max_cost") and s["estimated_cost_usd"] >= 0.001

@@ -15,6 +15,7 @@ import pytest
 
 from telugu_jax.config import load_config
 from telugu_jax.data.records import Conversation, read_jsonl, write_jsonl
+from telugu_jax.data.settings import TranslateConfig
 from telugu_jax.data.translate import run_translate, split_sentences
 from telugu_jax.data.translate.protect import PlaceholderError, mask, split_code, unmask
 
@@ -68,7 +69,7 @@ def test_split_sentences_reassembles():
 def _cfg(url, **over):
   args = [f"--config.translate.base_url={url}", "--config.translate.backoff_s=0.01",
           "--config.translate.concurrency=4"] + [f"--config.translate.{k}={v}" for k, v in over.items()]
-  return load_config(CONFIG, args).translate
+  return TranslateConfig.from_dict(load_config(CONFIG, args).translate)
 
 
 def test_translate_endpoint(tmp_path, fake_openai):

@@ -18,9 +18,9 @@ import dataclasses
 import os
 import re
 from collections.abc import Sequence
-from typing import Any
 
 from telugu_jax.data.records import Conversation, RecordError, Turn
+from telugu_jax.data.settings import TranslateConfig
 from telugu_jax.data.stage import Stage, StageInputError, cached, hash_files, load_summary
 from telugu_jax.data.translate.backend import Backend, OpenAIBackend
 from telugu_jax.data.translate.cache import TranslationCache, cache_key
@@ -135,7 +135,7 @@ class TranslateBackendError(StageInputError):
   """Every record failed to translate: the backend (endpoint, model) is the problem, not the data."""
 
 
-def make_backend(c: Any) -> Backend:
+def make_backend(c: TranslateConfig) -> Backend:
   """The backend named by `config.translate`."""
   if c.backend == "openai":
     from telugu_jax.data.translate.client import ChatClient
@@ -189,22 +189,23 @@ def translate_into(stage: Stage, paths: Sequence[str], translator: Translator, c
     flush()
 
 
-def run_translate(paths: Sequence[str], out_dir: str, c: Any, *, backend: Backend | None = None,
+def run_translate(paths: Sequence[str], out_dir: str, c: TranslateConfig, *, backend: Backend | None = None,
                   cache_path: str | None = None, progress: bool = True, force: bool = False) -> dict:
   """The translate stage with `config.translate` settings `c`; `backend` overrides `make_backend(c)`."""
-  settings = {k: c[k] for k in ("backend", "model", "src_lang", "tgt_lang", "indictrans_model", "max_sentence_chars")}
+  settings = {k: getattr(c, k) for k in ("backend", "model", "src_lang", "tgt_lang", "indictrans_model",
+                                         "max_sentence_chars")}
   ihash = hash_files(paths, {"stage": "translate", "prompt": PROMPT_VERSION, **settings})
   prev = load_summary(out_dir)
   failed_before = bool(prev and prev.get("rejected", {}).get("translate_failed"))
   if not force and not failed_before and (done := cached(out_dir, ihash)):
     return done  # (records that failed for good, e.g. in an outage, are retried by the next run)
-  cache = TranslationCache(cache_path or c.get("cache") or os.path.join(out_dir, "translate_cache.sqlite"))
+  cache = TranslationCache(cache_path or c.cache or os.path.join(out_dir, "translate_cache.sqlite"))
   try:
     backend = backend or make_backend(c)
     translator = Translator(backend, cache, c.src_lang, c.tgt_lang, c.max_sentence_chars)
     with Stage("translate", out_dir, input_hash=ihash, resume=True, progress=progress,
                retry=("translate_failed",), inputs=paths) as stage:
-      translate_into(stage, paths, translator, c.get("chunk", 64))
+      translate_into(stage, paths, translator, c.chunk)
       failed = stage.rejected.get("translate_failed", 0)
       if failed and stage.n_out == 0 and failed == sum(stage.rejected.values()):
         # Nothing translated at all: the backend is down or misconfigured, not a data problem. Publishing
@@ -214,8 +215,8 @@ def run_translate(paths: Sequence[str], out_dir: str, c: Any, *, backend: Backen
             f"translate: all {failed} record(s) failed, none translated (first error: "
             f"{stage.stats.get('first_error', '?')}); is the {c.backend} backend{where} running and configured? "
             "Rerun when it is: failed records are retried")
-      cost = (translator.stats["prompt_tokens"] * c.get("price_in_per_m", 0.0)
-              + translator.stats["completion_tokens"] * c.get("price_out_per_m", 0.0)) / 1e6
+      cost = (translator.stats["prompt_tokens"] * c.price_in_per_m
+              + translator.stats["completion_tokens"] * c.price_out_per_m) / 1e6
       stage.stats.update(translator.stats, estimated_cost_usd=round(cost, 6),
                          cache=cache.path, cache_entries=len(cache))
       client = getattr(backend, "client", None)

@@ -48,7 +48,7 @@ class ChatClient:
   @classmethod
   def from_config(cls, c: Any, **overrides) -> ChatClient:
     fields = {f.name for f in dataclasses.fields(cls)} - {"stats"}
-    kw = {k: c[k] for k in fields if k in c}
+    kw = {k: getattr(c, k) for k in fields if hasattr(c, k)}
     kw.update(overrides)
     return cls(**kw)
 
