@@ -67,3 +67,16 @@ def run_tasks(loaded, settings: Mapping, *, batch_size: int = 16) -> tuple[dict,
     results[name] = metrics
     rows += [{"set": f"task/{name}", **r} for r in task_rows]
   return results, rows
+
+
+HEADLINE = {"bpb": ("bits_per_byte", "bits/byte"), "translation": ("chrf_pp_en_te", "chrF++ en-te"),
+            "tydiqa": ("f1", "F1"), "mgsm": ("accuracy", "acc %"), "sib200": ("accuracy", "acc %")}
+
+
+def summary_line(results: Mapping) -> str:
+  """One line per system: each task's headline metric and its time."""
+  parts = []
+  for name, r in results.items():
+    key, label = HEADLINE[name]
+    parts.append(f"{name} {label} {r[key]:.3f} (n {r['n']}, {r['seconds']:.1f}s)")
+  return "tasks: " + "; ".join(parts)
