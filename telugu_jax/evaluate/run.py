@@ -22,8 +22,8 @@ import shutil
 import time
 
 from telugu_jax.evaluate import metrics, rating, report, tasks
-from telugu_jax.evaluate.tasks.common import TaskDataError
 from telugu_jax.evaluate.questions import from_conversation, load_questions
+from telugu_jax.evaluate.tasks.common import TaskDataError
 
 
 class EvaluationError(ValueError):
