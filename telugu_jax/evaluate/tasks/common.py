@@ -4,7 +4,8 @@
   Every task generates through it, so a new inference driver is swapped in here and nowhere else.
 - `Scorer`: log p(token | everything before it in its row) for many rows of token ids, with the LoRA adapter
   merged once. Rows are right-padded to a power-of-two width (at least 64, at most the model's context) and
-  batched to a fixed size, so a task compiles one program per width. The output projection and log-softmax
+  batched to a fixed size, so one program is compiled per width and architecture, shared by the tasks and by
+  every system of that architecture. The output projection and log-softmax
   run `chunk` positions at a time, so a 32K vocabulary never holds [B, T, V] logits (2 GiB at 8 x 2048).
 - `read_flores_tsv`: the FLORES-200 / SIB-200 TSV (`index_id, category, text`, with that header).
 - `few_shot`: k examples from a train split, or, without one, the first k items (then not scored).
@@ -63,7 +64,8 @@ def chat_format(loaded) -> ChatFormat:
 
 # ---- likelihood ----------------------------------------------------------------------------------------
 
-def _log_probs(model, variables, tokens_bt, targets_bt, segment_ids_bt, *, chunk: int):
+@functools.partial(jax.jit, static_argnames=("model", "chunk"))
+def _log_probs(variables, tokens_bt, targets_bt, segment_ids_bt, *, model, chunk: int):
   """log p(targets[b, t] | tokens[b, :t+1]) [B, T] float32, `chunk` positions at a time through the head."""
   from telugu_jax.train.loss import _head_kernel
 
@@ -97,7 +99,8 @@ class Scorer:
     self.variables = {"params": jax.tree_util.tree_map(jnp.asarray, params)}
     self.model = Llama(loaded.config)
     self.pad_id = 0 if loaded.tokenizer is None else int(loaded.tokenizer.pad_id)
-    self._fn = jax.jit(functools.partial(_log_probs, self.model, chunk=chunk))
+    # model and chunk are static: every Scorer of the same architecture reuses the compiled programs
+    self._fn = functools.partial(_log_probs, model=self.model, chunk=chunk)
 
   @property
   def max_len(self) -> int:
