@@ -1,6 +1,6 @@
 """Benchmark-task harness timing (suite `tasks`): seconds per task on a model of a preset's shape with random
-weights, split into model time (the forward passes: `Scorer.log_probs` and `generate_answers`, compiles
-included) and harness time (everything else: reading the upstream file, tokenising, windows, prompts,
+weights, split into model time (the forward passes: `Scorer` and `generate_answers`, with weights put on the
+device and compiles) and harness time (everything else: reading the upstream file, tokenising, windows, prompts,
 metrics).
 
     python scripts/benchmark.py --suite tasks --preset 300m --data benchmarks/te --tokenizer runs/demo/tokenizer
@@ -82,6 +82,7 @@ def run(args) -> list[dict]:
   for name, why in skipped.items():
     print(f"task {name} skipped: {why}")
   clock = _Clock()
+  common.Scorer.__init__ = clock.wrap(common.Scorer.__init__)  # merging LoRA, weights to the device
   common.Scorer.log_probs = clock.wrap(common.Scorer.log_probs)
   for name in ("translation", "tydiqa", "mgsm"):
     mod = tasks.TASKS[name]
