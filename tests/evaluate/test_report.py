@@ -17,6 +17,7 @@ import sacrebleu
 from telugu_jax.evaluate import rating
 from telugu_jax.evaluate.report import fmt
 from telugu_jax.evaluate.run import run
+from telugu_jax.evaluate.tasks.bpb import read_documents
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -123,7 +124,9 @@ def test_benchmark_tasks_in_results_json(evaluated):
   for system in ("base", "sft-lora"):
     t = res["systems"][system]["tasks"]
     assert set(t) == {"bpb", "mgsm", "sib200"}
-    assert t["bpb"]["n"] == 3 and t["bpb"]["bits_per_byte"] > 0 and t["bpb"]["bytes"] > 3 * t["bpb"]["chars"] / 2
+    docs = read_documents(evaluated["config"].tasks.bpb.path)
+    assert t["bpb"]["n"] == min(3, len(docs)) and t["bpb"]["chars"] == sum(len(d) for d in docs[:3])
+    assert t["bpb"]["bits_per_byte"] > 0 and t["bpb"]["bytes"] > 2 * t["bpb"]["chars"]  # Telugu: 3 bytes a letter
     assert t["mgsm"]["n"] == 2 and t["sib200"]["n"] == 2 and t["sib200"]["chance"] == pytest.approx(100 / 7)
     rows = [r for r in evaluated["rows"] if r["system"] == system and r["set"] == "task/mgsm"]
     assert 100 * sum(r["correct"] for r in rows) / 2 == t["mgsm"]["accuracy"]
