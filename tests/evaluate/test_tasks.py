@@ -271,3 +271,23 @@ def test_settings_come_from_the_config_section_and_missing_files_are_skipped(tmp
     tasks.settings_from_config({"mgsm": {"shots": 3}})
   with pytest.raises(ValueError, match="unknown task"):
     tasks.settings_from_config({"squad": {}})
+
+
+def test_a_file_not_in_its_upstream_shape_is_an_error_naming_file_and_line(tmp_path):
+  p = tmp_path / "mgsm_te.tsv"
+  p.write_text("రెండు + రెండు?\t4\nమూడు + మూడు?\tఆరు\n", encoding="utf-8")
+  with pytest.raises(common.TaskDataError, match=r"mgsm_te.tsv:2: answer 'ఆరు' is not an integer"):
+    mgsm.read_tsv(str(p))
+  p = tmp_path / "sib.tsv"
+  p.write_text("index_id\tcategory\ttext\n1\tsports\tఆట.\n2\tcooking\tవంట.\n", encoding="utf-8")
+  with pytest.raises(common.TaskDataError, match=r"sib.tsv:3: category 'cooking' is not one of"):
+    sib200.read_items(str(p))
+  p.write_text("1\tsports\tఆట.\n", encoding="utf-8")
+  with pytest.raises(common.TaskDataError, match=r"sib.tsv: line 1 must be the header"):
+    common.read_flores_tsv(str(p))
+  p = tmp_path / "qa.jsonl"
+  p.write_text('{"question": "ఏది?", "answer": "ఇది"}\n{"question": "ఎవరు?"\n', encoding="utf-8")
+  with pytest.raises(common.TaskDataError, match=r"qa.jsonl:2: invalid JSON"):
+    tydiqa.read_items(str(p))
+  p.write_text('{"question": "ఏది?", "answer": ["ఇది", "అది"], "id": "q1"}\n', encoding="utf-8")
+  assert tydiqa.read_items(str(p)) == [{"id": "q1", "question": "ఏది?", "answers": ["ఇది", "అది"]}]
