@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))                   # the suites
 sys.path.insert(1, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # telugu_jax, from a checkout
-SUITES = ("train", "decode", "convert", "data", "loader", "serve", "sft")
+SUITES = ("train", "decode", "convert", "data", "loader", "serve", "sft", "tasks")
 
 
 def environment() -> dict:

@@ -46,6 +46,20 @@ def get_config() -> ml_collections.ConfigDict:
   c.rating.sheets = ()                 # filled sheets (paths or globs) to import
   c.rating.key = ""                    # default OUTPUT/rating/key.csv
 
+  # Public Telugu benchmarks, read as published (docs/evaluation_tasks.md). A task with an empty path is off; one
+  # whose file is missing is skipped with one line. limit: first N items (0 all); k: few-shot examples.
+  bench = "benchmarks/te"
+  c.tasks = ml_collections.ConfigDict()
+  c.tasks.bpb = dict(path="runs/demo/text/val.txt", limit=0, k=0, window=0, stride=0, separator="")
+  c.tasks.translation = dict(en=f"{bench}/sib200_eng_Latn_test.tsv", te=f"{bench}/sib200_tel_Telu_test.tsv",
+                             train_en=f"{bench}/sib200_eng_Latn_train.tsv",
+                             train_te=f"{bench}/sib200_tel_Telu_train.tsv", limit=100, k=0, max_new_tokens=128)
+  c.tasks.tydiqa = dict(path=f"{bench}/tydiqa_goldp_te_dev_qa.quist.json", train="", limit=0, k=0,
+                        max_new_tokens=32)
+  c.tasks.mgsm = dict(path=f"{bench}/mgsm_te.tsv", train="", limit=0, k=0, max_new_tokens=256)
+  c.tasks.sib200 = dict(path=f"{bench}/sib200_tel_Telu_test.tsv", train=f"{bench}/sib200_tel_Telu_train.tsv",
+                        limit=0, k=0)
+
   c.report = ml_collections.ConfigDict()
   c.report.samples = 12                # questions in the side-by-side table
   return c

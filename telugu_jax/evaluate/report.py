@@ -337,6 +337,12 @@ def answers_table(results: dict, rows: Sequence[dict], samples: int) -> str:
           "</p>")
 
 
+def benchmarks_section(results: dict) -> str:
+  from telugu_jax.evaluate.tasks.section import tasks_section  # imports report's helpers
+
+  return tasks_section(results)
+
+
 def render(results: dict, rows: Sequence[dict], *, samples: int = 12) -> str:
   systems = "".join(f"<li><b>{html.escape(s)}</b> ({html.escape(r['kind'])}): {html.escape(r['path'])}</li>"
                     for s, r in results["systems"].items())
@@ -363,6 +369,7 @@ def render(results: dict, rows: Sequence[dict], *, samples: int = 12) -> str:
   if any("heldout" in r for r in results["systems"].values()):
     parts += ["<h2>Held-out conversations</h2>", plot_categories(results, "heldout"),
               plot_compliance(results, "heldout"), category_table(results, "heldout")]
+  parts += ["<h2>Public Telugu benchmarks</h2>", benchmarks_section(results)]
   parts += ["<h2>Manual ratings</h2>", ratings_section(results),
             "<h2>Sample answers</h2>", answers_table(results, rows, samples), "</body></html>"]
   return "\n".join(parts)

@@ -21,8 +21,9 @@ import os
 import shutil
 import time
 
-from telugu_jax.evaluate import metrics, rating, report
+from telugu_jax.evaluate import metrics, rating, report, tasks
 from telugu_jax.evaluate.questions import from_conversation, load_questions
+from telugu_jax.evaluate.tasks.common import TaskDataError
 
 
 class EvaluationError(ValueError):
@@ -72,6 +73,14 @@ def _check_paths(config) -> None:
     raise EvaluationError("; ".join(problems) + ". Run `make demo` first, or point configs/eval.py at your runs.")
 
 
+def benchmark_settings(config) -> dict:
+  """The `tasks` section as typed settings (none in a config written before it existed)."""
+  try:
+    return tasks.settings_from_config(config.get("tasks"))
+  except ValueError as e:
+    raise EvaluationError(str(e)) from None
+
+
 def evaluate_systems(config) -> tuple[dict, list[dict]]:
   """Perplexities and answers of every system: (results without ratings, answer rows)."""
   from telugu_jax.data.records import read_jsonl
@@ -81,6 +90,7 @@ def evaluate_systems(config) -> tuple[dict, list[dict]]:
   from telugu_jax.model.io import load_model
 
   _check_paths(config)
+  benchmarks = benchmark_settings(config)
   g = config.generation
   sampling = SamplingConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
                             repetition_penalty=g.repetition_penalty, seed=g.seed)
@@ -92,6 +102,10 @@ def evaluate_systems(config) -> tuple[dict, list[dict]]:
   results: dict = {"created": datetime.datetime.now().isoformat(timespec="seconds"), "config": config.to_dict(),
                    "baseline": config.baseline, "systems": {}, "training": {}, "warnings": [],
                    "sets": {name: {"n": len(qs), "categories": _counts(qs)} for name, qs in sets.items()}}
+  benchmarks, results["skipped_tasks"] = tasks.check_inputs(benchmarks)
+  for task, why in results["skipped_tasks"].items():
+    if not why.startswith("off"):  # a task turned off (empty path) is silent; a missing file is one line
+      print(f"task {task} skipped: {why}", flush=True)
   rows: list[dict] = []
   for name, path in config.systems.items():
     t0 = time.time()
@@ -107,6 +121,13 @@ def evaluate_systems(config) -> tuple[dict, list[dict]]:
       answers = generate_answers(loaded, qs, sampling, batch_size=g.batch_size)
       sys_res[set_name] = metrics.summarise_by_category(answers)
       rows.extend({"system": name, "set": set_name, **r} for r in answers)
+    if benchmarks:
+      try:
+        sys_res["tasks"], task_rows = tasks.run_tasks(loaded, benchmarks, batch_size=g.batch_size)
+      except TaskDataError as e:
+        raise EvaluationError(str(e)) from None
+      rows.extend({"system": name, **r} for r in task_rows)
+      print("   " + tasks.summary_line(sys_res["tasks"]), flush=True)
     sys_res["seconds"] = round(time.time() - t0, 1)
     results["systems"][name] = sys_res
     results["training"][name] = read_curves(path)

@@ -17,6 +17,7 @@ from telugu_jax.config import load_config
 from telugu_jax.evaluate import rating
 from telugu_jax.evaluate.report import fmt
 from telugu_jax.evaluate.run import run
+from telugu_jax.evaluate.tasks.bpb import read_documents
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -34,6 +35,18 @@ def eval_config(smoke_run, out):
   c.generation.max_new_tokens = 16
   c.generation.batch_size = 8
   c.report.samples = 6
+  # benchmark tasks on files written here (bpb on the smoke run's held-out text); tydiqa's file is missing
+  mgsm = os.path.join(str(out), "mgsm_te.tsv")
+  with open(mgsm, "w", encoding="utf-8") as f:
+    f.write("సీత దగ్గర 3 పళ్ళు ఉన్నాయి. ఇంకో 4 కొంది. మొత్తం ఎన్ని?\t7\nఒక పెట్టెలో 2 పెన్నులు. 5 పెట్టెలలో ఎన్ని?\t10\n")
+  sib = os.path.join(str(out), "sib200_tel_Telu_test.tsv")
+  with open(sib, "w", encoding="utf-8") as f:
+    f.write("index_id\tcategory\ttext\n1\tsports\tపిల్లలు క్రికెట్ ఆడతారు.\n2\thealth\tరోజూ నీళ్ళు తాగండి.\n")
+  c.tasks.bpb.update(path=os.path.join(w, "text", "val.txt"), limit=3)
+  c.tasks.mgsm.update(path=mgsm, max_new_tokens=8)
+  c.tasks.sib200.update(path=sib, train="")
+  c.tasks.tydiqa.path = os.path.join(str(out), "missing.json")
+  c.tasks.translation.update(en="", te="")
   return c
 
 
@@ -100,6 +113,21 @@ def test_perplexity_and_compliance_against_independent_recomputation(evaluated, 
       with_ref = [r for r in rows if r["reference"]]
       chrf = sacrebleu.corpus_chrf([r["text"] for r in with_ref], [[r["reference"] for r in with_ref]], word_order=2)
       assert res["systems"][system][set_name]["overall"]["chrf_pp"] == pytest.approx(chrf.score)
+
+
+def test_benchmark_tasks_in_results_json(evaluated):
+  res = evaluated["full"]
+  assert res["skipped_tasks"] == {"tydiqa": f"{evaluated['out'] / 'missing.json'} not found",
+                                  "translation": "off (no path given)"}
+  for system in ("base", "sft-lora"):
+    t = res["systems"][system]["tasks"]
+    assert set(t) == {"bpb", "mgsm", "sib200"}
+    docs = read_documents(evaluated["config"].tasks.bpb.path)
+    assert t["bpb"]["n"] == min(3, len(docs)) and t["bpb"]["chars"] == sum(len(d) for d in docs[:3])
+    assert t["bpb"]["bits_per_byte"] > 0 and t["bpb"]["bytes"] > 2 * t["bpb"]["chars"]  # Telugu: 3 bytes a letter
+    assert t["mgsm"]["n"] == 2 and t["sib200"]["n"] == 2 and t["sib200"]["chance"] == pytest.approx(100 / 7)
+    rows = [r for r in evaluated["rows"] if r["system"] == system and r["set"] == "task/mgsm"]
+    assert 100 * sum(r["correct"] for r in rows) / 2 == t["mgsm"]["accuracy"]
 
 
 def test_rating_round_trip_through_report_mode(evaluated):
@@ -182,7 +210,7 @@ def test_report_renders_in_headless_chromium(evaluated, chromium, tmp_path):
   dom.feed(proc.stdout)
   plots = {img["data-plot"]: img for img in dom.images}
   assert {"loss_curves", "perplexity", "categories_questions", "compliance_questions", "categories_heldout",
-          "compliance_heldout", "ratings"} <= set(plots)
+          "compliance_heldout", "ratings", "tasks"} <= set(plots)
   for name, img in plots.items():
     w, h = map(int, img["data-natural"].split("x"))
     rw, rh = map(int, img["data-rendered"].split("x"))
@@ -196,7 +224,9 @@ def test_report_renders_in_headless_chromium(evaluated, chromium, tmp_path):
     if isinstance(value, float):
       assert float(text) == pytest.approx(value, abs=0.006)
   shown = {p for p, _ in dom.numbers}
-  for key in ("systems/base/perplexity/heldout/ppl", "systems/sft-lora/perplexity/heldout/ppl",
+  for key in ("systems/base/tasks/bpb/bits_per_byte", "systems/sft-lora/tasks/mgsm/accuracy",
+              "systems/sft-lora/tasks/sib200/accuracy", "systems/base/perplexity/heldout/ppl",
+              "systems/sft-lora/perplexity/heldout/ppl",
               "systems/sft-lora/questions/overall/compliance", "systems/base/questions/overall/fidelity",
               "ratings/agreement/all"):
     assert key in shown
