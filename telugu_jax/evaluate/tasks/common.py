@@ -67,18 +67,15 @@ def chat_format(loaded) -> ChatFormat:
 @functools.partial(jax.jit, static_argnames=("model", "chunk"))
 def _log_probs(variables, tokens_bt, targets_bt, segment_ids_bt, *, model, chunk: int):
   """log p(targets[b, t] | tokens[b, :t+1]) [B, T] float32, `chunk` positions at a time through the head."""
-  from telugu_jax.train.loss import _head_kernel
-
   hidden = model.apply(variables, tokens_bt, segment_ids=segment_ids_bt, return_hidden=True)
   b, t, d = hidden.shape
-  kernel = _head_kernel(model, variables["params"])
   h, tgt = hidden.reshape(-1, d), targets_bt.reshape(-1)
   pad = (-h.shape[0]) % chunk
   h, tgt = jnp.pad(h, ((0, pad), (0, 0))), jnp.pad(tgt, (0, pad))
 
   def one(xs):
     h_cd, t_c = xs
-    logits = jnp.dot(h_cd, kernel, preferred_element_type=jnp.float32)
+    logits = model.output_head(variables["params"], h_cd)   # the model's one output head
     return jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), t_c[:, None], axis=-1)[:, 0]
 
   out = jax.lax.map(one, (h.reshape(-1, chunk, d), tgt.reshape(-1, chunk)))
