@@ -123,6 +123,7 @@ def evaluate_demo(workdir: str, base: str, sft: str, paths: dict, per_category: 
   and held-out prompts: perplexities, compliance, fidelity, chrF++, and the HTML report."""
   from telugu_jax.config import load_config
   from telugu_jax.evaluate.run import run as evaluate
+  from telugu_jax.evaluate.settings import EvalSettings
 
   # Bits per byte beside the prose perplexity; the public benchmarks need their upstream files
   # (docs/evaluation_tasks.md), so the demo turns them off.
@@ -135,7 +136,7 @@ def evaluate_demo(workdir: str, base: str, sft: str, paths: dict, per_category: 
                             "--config.tasks.translation.te=", *off])
   with ev.unlocked():
     ev.systems = {"base": base, "sft-lora": sft}   # a dict of names: replaced whole, not one key
-  return evaluate(ev)
+  return evaluate(EvalSettings.from_config(ev))
 
 
 def print_samples(workdir: str, n: int) -> None:

@@ -25,12 +25,12 @@ def main(argv: list[str]) -> int:
 
   from telugu_jax.evaluate.rating import RatingSheetError
   from telugu_jax.evaluate.run import EvaluationError, run
+  from telugu_jax.evaluate.settings import EvalSettings, EvalSettingsError
 
   logging.set_verbosity(logging.WARNING)  # Orbax logs every restore at INFO
-  config = load_config(spec, overrides)
   try:
-    results = run(config)
-  except (EvaluationError, RatingSheetError) as e:
+    results = run(EvalSettings.from_config(load_config(spec, overrides)))
+  except (EvaluationError, RatingSheetError, EvalSettingsError) as e:
     raise UserError(str(e)) from None
   print(f"report: {results['files']['report']}\nresults: {results['files']['results']}")
   if results.get("rating_kit"):

@@ -23,6 +23,7 @@ import time
 
 from telugu_jax.evaluate import metrics, rating, report, tasks
 from telugu_jax.evaluate.questions import from_conversation, load_questions
+from telugu_jax.evaluate.settings import EvalSettings
 from telugu_jax.evaluate.tasks.common import TaskDataError
 
 
@@ -73,14 +74,6 @@ def _check_paths(config) -> None:
     raise EvaluationError("; ".join(problems) + ". Run `make demo` first, or point configs/eval.py at your runs.")
 
 
-def benchmark_settings(config) -> dict:
-  """The `tasks` section as typed settings (none in a config written before it existed)."""
-  try:
-    return tasks.settings_from_config(config.get("tasks"))
-  except ValueError as e:
-    raise EvaluationError(str(e)) from None
-
-
 def evaluate_systems(config) -> tuple[dict, list[dict]]:
   """Perplexities and answers of every system: (results without ratings, answer rows)."""
   from telugu_jax.data.records import read_jsonl
@@ -90,7 +83,7 @@ def evaluate_systems(config) -> tuple[dict, list[dict]]:
   from telugu_jax.model.io import load_model
 
   _check_paths(config)
-  benchmarks = benchmark_settings(config)
+  benchmarks = config.tasks
   g = config.generation
   sampling = SamplingConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
                             repetition_penalty=g.repetition_penalty, seed=g.seed)
@@ -99,7 +92,7 @@ def evaluate_systems(config) -> tuple[dict, list[dict]]:
   if config.data.heldout and config.heldout_answers.limit >= 0:
     held = [from_conversation(c) for c in read_jsonl(config.data.heldout)]
     sets["heldout"] = held[:config.heldout_answers.limit] if config.heldout_answers.limit else held
-  results: dict = {"created": datetime.datetime.now().isoformat(timespec="seconds"), "config": config.to_dict(),
+  results: dict = {"created": datetime.datetime.now().isoformat(timespec="seconds"), "config": config.config_dict(),
                    "baseline": config.baseline, "systems": {}, "training": {}, "warnings": [],
                    "sets": {name: {"n": len(qs), "categories": _counts(qs)} for name, qs in sets.items()}}
   benchmarks, results["skipped_tasks"] = tasks.check_inputs(benchmarks)
@@ -205,8 +198,11 @@ def write_outputs(results: dict, rows: list[dict], out_dir: str, samples: int) -
   return files
 
 
-def run(config) -> dict:
-  """The whole evaluation (mode "full"), or only rating import + report from OUTPUT's files ("report")."""
+def run(config: EvalSettings) -> dict:
+  """The whole evaluation (mode "full"), or only rating import + report from OUTPUT's files ("report").
+  `config`: `EvalSettings.from_config(load_config("configs/eval.py", overrides))`."""
+  if not isinstance(config, EvalSettings):
+    raise TypeError("evaluate.run takes EvalSettings: EvalSettings.from_config(load_config(path, overrides))")
   out_dir = config.output
   if config.mode == "report":
     path = os.path.join(out_dir, "results.json")

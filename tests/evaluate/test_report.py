@@ -17,6 +17,7 @@ from telugu_jax.config import load_config
 from telugu_jax.evaluate import rating
 from telugu_jax.evaluate.report import fmt
 from telugu_jax.evaluate.run import run
+from telugu_jax.evaluate.settings import EvalSettings
 from telugu_jax.evaluate.tasks.bpb import read_documents
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -75,13 +76,13 @@ def _fill_sheets(kit, out):
 def evaluated(smoke_run, tmp_path_factory):
   out = tmp_path_factory.mktemp("eval")
   config = eval_config(smoke_run, out)
-  full = run(config)
+  full = run(EvalSettings.from_config(config))
   with open(out / "results.json", encoding="utf-8") as f:
     full_json = json.load(f)
   sheets = _fill_sheets(full["rating_kit"], str(out))
   config.mode = "report"
   config.rating.sheets = tuple(sheets)
-  rated = run(config)
+  rated = run(EvalSettings.from_config(config))
   with open(out / "answers.jsonl", encoding="utf-8") as f:
     rows = [json.loads(line) for line in f]
   return {"out": out, "full": full_json, "rated": rated, "rows": rows, "config": config}
