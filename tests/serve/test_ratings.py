@@ -159,8 +159,6 @@ def test_rating_api_validates_and_saves(tmp_path, sheet, tiny_models):
       raw = json.dumps(body)   # ASCII escapes: the lone surrogates travel as valid JSON
       r = httpx.post(f"{url}/rate/api/{route}", content=raw, headers={"Content-Type": "application/json"})
       assert r.status_code == 400, (route, body, r.text)
-    r = httpx.get(url + "/rate/api/scores", params={"rater": "\udc80"})
-    assert r.status_code == 400 and "not valid text" in r.json()["error"]["message"]
     export = httpx.get(url + "/rate/export.csv", params={"rater": "సీత"})
     assert export.headers["content-type"].startswith("text/csv")
     assert "filename*=UTF-8''%E0%B0%B8%E0%B1%80%E0%B0%A4.csv" in export.headers["content-disposition"]
