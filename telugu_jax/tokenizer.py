@@ -7,6 +7,8 @@ by `encode` on plain text; callers add bos/eos ids themselves.
 Tokenizers this project trains (`train_sentencepiece`) use identity normalisation, keep whitespace
 and use byte fallback: the default `nmt_nfkc` rules turn `\\n` and ZWNJ (U+200C) into spaces, so
 `decode(encode(text))` would not give the text back and the `\\nuser:` stop string could never fire.
+`python -m telugu_jax.tokenizer inspect PATH` reports what a tokenizer (yours, or a base's) does to Telugu text
+and to the chat template (telugu_jax/tokenizer_check.py).
 """
 
 from __future__ import annotations
@@ -195,3 +197,11 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, *, model_type: st
       seed_sentencepiece_size=seed_sentencepiece_size, max_sentence_length=max_sentence_length,
       num_threads=2, minloglevel=2)
   return SentencePieceTokenizer(buf.getvalue())
+
+
+if __name__ == "__main__":  # python -m telugu_jax.tokenizer inspect PATH (telugu_jax/tokenizer_check.py)
+  import sys
+
+  from telugu_jax.tokenizer_check import main
+
+  sys.exit(main())
