@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from flax import traverse_util
 
-from telugu_jax.chat_format import DEFAULT_TEMPLATE, ChatTemplate
+from telugu_jax.chat_format import template_problem
 from telugu_jax.convert import hf_files, keymaps, peft_io
 from telugu_jax.convert.errors import ExportError
 from telugu_jax.convert.load_torch import numpy_to_torch
@@ -50,11 +50,6 @@ def atomic_dir(dst: str, overwrite: bool) -> Iterator[str]:
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-
-
-def _template(meta: dict) -> ChatTemplate:
-  t = meta.get("chat_template")
-  return ChatTemplate(**t) if isinstance(t, dict) else DEFAULT_TEMPLATE
 
 
 def hf_state_dict(flat: dict, config, dtype: str) -> Iterator[tuple[str, np.ndarray]]:
@@ -112,7 +107,13 @@ def _write_chat_files(dst: str, model: LoadedModel, verify: bool, log: Callable[
   if tok is None:
     log(f"warning: {model.path} has no tokenizer; the export has no tokenizer, chat template or generation config")
     return
-  template = _template(model.meta)
+  template = model.chat_template   # the one the model was trained with (model.json)
+  if problem := template_problem(tok, template):
+    # The weights, tokenizer and configs are still what a base's user needs; only the chat template cannot be
+    # written for this tokenizer (e.g. a plain base whose nmt_nfkc tokenizer turns the "\n" separator into a space).
+    log(f"note: no chat_template in the export: {problem} (train with a template it keeps: "
+        "python -m telugu_jax.tokenizer inspect)")
+    template = None
   hf_files.write_tokenizer_files(tok, dst, template=template, model_max_length=model.config.max_seq_len)
   hf_files.write_generation_config(dst, tok)
   if verify:

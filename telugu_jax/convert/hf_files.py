@@ -103,9 +103,10 @@ def _spm_tokenizer_json(tok: SentencePieceTokenizer, path: str) -> None:
   hf_tok.save(path)
 
 
-def write_tokenizer_files(tokenizer, dst: str, *, template: ChatTemplate = DEFAULT_TEMPLATE,
+def write_tokenizer_files(tokenizer, dst: str, *, template: ChatTemplate | None = DEFAULT_TEMPLATE,
                           model_max_length: int | None = None) -> None:
-  """tokenizer.json (+ tokenizer.model), tokenizer_config.json with the chat template, special tokens map."""
+  """tokenizer.json (+ tokenizer.model), tokenizer_config.json with the chat template (none when `template` is
+  None), special tokens map."""
   os.makedirs(dst, exist_ok=True)
   if isinstance(tokenizer, SentencePieceTokenizer):
     tokenizer.save(dst)
@@ -118,7 +119,8 @@ def write_tokenizer_files(tokenizer, dst: str, *, template: ChatTemplate = DEFAU
              "pad_token": tokenizer.id_to_piece(tokenizer.pad_id)}
   if isinstance(tokenizer, SentencePieceTokenizer) and tokenizer.sp.unk_id() >= 0:
     special["unk_token"] = tokenizer.id_to_piece(tokenizer.sp.unk_id())
-  config = {"tokenizer_class": "PreTrainedTokenizerFast", **special, "chat_template": chat_template_jinja(template),
+  config = {"tokenizer_class": "PreTrainedTokenizerFast", **special,
+            **({"chat_template": chat_template_jinja(template)} if template is not None else {}),
             "clean_up_tokenization_spaces": False, "model_input_names": ["input_ids", "attention_mask"]}
   if model_max_length:
     config["model_max_length"] = model_max_length
@@ -137,9 +139,10 @@ def write_generation_config(dst: str, tokenizer, max_length: int | None = None) 
                    **kw).save_pretrained(dst)
 
 
-def verify_tokenizer(dst: str, tokenizer, template: ChatTemplate = DEFAULT_TEMPLATE,
+def verify_tokenizer(dst: str, tokenizer, template: ChatTemplate | None = DEFAULT_TEMPLATE,
                      probes: Sequence[str] = PROBES) -> None:
-  """Load the exported files with `AutoTokenizer` and require our ids: plain text and chat template."""
+  """Load the exported files with `AutoTokenizer` and require our ids: plain text and (unless `template` is
+  None) the chat template."""
   from transformers import AutoTokenizer
 
   hf = AutoTokenizer.from_pretrained(dst)
@@ -148,6 +151,8 @@ def verify_tokenizer(dst: str, tokenizer, template: ChatTemplate = DEFAULT_TEMPL
     if ours != theirs:
       raise ExportError(f"the exported tokenizer encodes {text!r} as {theirs[:12]}..., ours as {ours[:12]}...; "
                         "Hugging Face users would feed the model other ids than it was trained on")
+  if template is None:
+    return
   fmt = ChatFormat(tokenizer, template)
   for turns in PROBE_CONVERSATIONS:
     ours = [int(i) for i in fmt.encode_prompt(turns)]
