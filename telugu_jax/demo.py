@@ -208,7 +208,8 @@ def run(workdir: str = "runs/demo", *, base_config: str = "demo_base", sft_confi
     json.dump(summary, f, ensure_ascii=False, indent=1)
   print(f"\ndone in {summary['seconds']:.0f}s. Next:\n"
         f"  python -m telugu_jax.chat --checkpoint {os.path.relpath(result.model_dir)}\n"
-        f"  python -m telugu_jax.export --checkpoint {os.path.relpath(result.model_dir)} --to out/demo-hf --format hf")
+        f"  python -m telugu_jax.export --checkpoint {os.path.relpath(result.model_dir)} --to out/demo-hf --format hf"
+        + (" --merge" if c.mode == "lora" else ""))
   return summary
 
 
