@@ -83,8 +83,11 @@ def prepare_data(workdir: str, val_fraction: float = 0.1) -> dict[str, str]:
   return paths
 
 
-def make_tokenizer(workdir: str, text_path: str, vocab_size: int):
-  from telugu_jax.tokenizer import load_tokenizer, train_sentencepiece
+def make_tokenizer(workdir: str, text_path: str, vocab_size: int, *, sentencepiece_defaults: bool = False):
+  """WORKDIR/tokenizer trained on the pretraining text: with the settings the chat format needs, or
+  (`sentencepiece_defaults`) with sentencepiece's defaults, as a base from elsewhere may come (nmt_nfkc: no
+  newlines; no byte fallback)."""
+  from telugu_jax.tokenizer import load_tokenizer, train_sentencepiece, train_sentencepiece_defaults
 
   out = os.path.join(workdir, "tokenizer")
   if os.path.exists(os.path.join(out, "tokenizer.model")):
@@ -93,7 +96,7 @@ def make_tokenizer(workdir: str, text_path: str, vocab_size: int):
     lines = [line for line in f.read().split("\n") if line.strip()]
   # The chat markers are part of the text the model will see, so the tokenizer learns them too.
   lines += ["user: ప్రశ్న\nassistant: జవాబు"] * 20
-  tok = train_sentencepiece(lines, vocab_size)
+  tok = (train_sentencepiece_defaults if sentencepiece_defaults else train_sentencepiece)(lines, vocab_size)
   tok.save(out)
   return tok
 
@@ -159,11 +162,12 @@ def print_samples(workdir: str, n: int) -> None:
 
 def run(workdir: str = "runs/demo", *, base_config: str = "demo_base", sft_config: str = "demo", vocab_size: int = 2048,
         base_args: list[str] | None = None, sft_args: list[str] | None = None, report_questions: int = 2,
-        samples: int = 4) -> dict:
+        samples: int = 4, sentencepiece_defaults: bool = False) -> dict:
   """The whole demo: configs `base_config` (pretraining) and `sft_config` (SFT), their paths moved under
   `workdir`, plus `base_args`/`sft_args` overrides (`--config.a.b=value`). `report_questions` questions per
   category go into the evaluation report (0: only perplexity, as the test suite's smoke run does); `samples`
-  answers are printed."""
+  answers are printed. `sentencepiece_defaults`: the tokenizer is trained with sentencepiece's default settings
+  (see `make_tokenizer`; its SFT then needs a template it keeps, e.g. `--config.chat.turn_sep= `)."""
   from telugu_jax.evaluate.perplexity import perplexity
   from telugu_jax.model.io import is_model_dir, load_model, resolve_model_dir
   from telugu_jax.train.loop import train_and_evaluate
@@ -172,7 +176,7 @@ def run(workdir: str = "runs/demo", *, base_config: str = "demo_base", sft_confi
   workdir = os.path.abspath(workdir)
   paths = prepare_data(workdir)
   print(f"data: {paths['train']} and {paths['val']} (SFT), {paths['text_train']} (pretraining)")
-  tok = make_tokenizer(workdir, paths["text_train"], vocab_size)
+  tok = make_tokenizer(workdir, paths["text_train"], vocab_size, sentencepiece_defaults=sentencepiece_defaults)
   print(f"tokenizer: {os.path.join(workdir, 'tokenizer')} ({tok.vocab_size} pieces)")
 
   base_run = os.path.join(workdir, "base")

@@ -179,6 +179,18 @@ def check_vocab(tokenizer: Tokenizer, model_vocab_size: int) -> None:
         "Use the tokenizer the model was trained with.")
 
 
+def train_sentencepiece_defaults(texts: Iterable[str], vocab_size: int) -> SentencePieceTokenizer:
+  """A sentencepiece model with the trainer's defaults (unigram, `nmt_nfkc`, dummy prefix, no byte fallback,
+  character coverage 0.9995), as many published Telugu tokenizers are: for tests and the inspect tool's
+  examples of a tokenizer that cannot write `\n`. Ids: unk=0, bos=1, eos=2, no pad."""
+  import sentencepiece as spm
+
+  buf = io.BytesIO()
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(list(texts)), model_writer=buf, vocab_size=vocab_size,
+                                 hard_vocab_limit=False, num_threads=2, minloglevel=2)
+  return SentencePieceTokenizer(buf.getvalue())
+
+
 def train_sentencepiece(texts: Iterable[str], vocab_size: int, *, model_type: str = "bpe",
                         user_defined_symbols: Sequence[str] = ("\n",), seed_sentencepiece_size: int = 100000,
                         max_sentence_length: int = 16384) -> SentencePieceTokenizer:

@@ -126,7 +126,7 @@ def inspect(tok, texts: Sequence[str], template: ChatTemplate = DEFAULT_TEMPLATE
   suggestion = suggest_template(tok, template) if problem else None
   report.update({"template": template.to_dict(), "template_ok": problem is None, "template_problem": problem,
                  "suggested_template": suggestion.to_dict() if suggestion else None,
-                 "suggested_overrides": suggestion.overrides() if suggestion else None})
+                 "suggested_overrides": suggestion.overrides(relative_to=template) if suggestion else None})
   return report
 
 
@@ -138,7 +138,8 @@ def verdict(tok, template: ChatTemplate = DEFAULT_TEMPLATE, option_prefix: str =
   if (problem := template_problem(tok, template)) is None:
     return line + "; chat template ok"
   hint = suggest_template(tok, template)
-  use = hint.overrides(option_prefix) if hint else "no template found: use a tokenizer with byte fallback"
+  use = (hint.overrides(option_prefix, relative_to=template) if hint else
+         "no template found: use a tokenizer with byte fallback")
   if hint and option_prefix.startswith("--chat-"):
     use = use.replace("turn_sep=", "turn-sep=")
   return f"{line}; {problem}; use {use}"
