@@ -88,7 +88,10 @@ def _spm_tokenizer_json(tok: SentencePieceTokenizer, path: str) -> None:
 
   proto = model_pb2.ModelProto()
   proto.ParseFromString(tok.sp.serialized_model_proto())
-  vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
+  # A dict makes transformers build a BPE model, a list of (piece, score) a unigram one (sentencepiece's default
+  # model type: a BPE built from a unigram vocabulary segments differently).
+  unigram = proto.trainer_spec.model_type == model_pb2.TrainerSpec.UNIGRAM
+  vocab = [(p.piece, p.score) for p in proto.pieces] if unigram else {p.piece: i for i, p in enumerate(proto.pieces)}
   # legacy=True: the dummy prefix goes on the text after each special token, as sentencepiece puts it on the
   # text we encode after bos; with legacy=False Llama 2's tokenizer.model gave other ids for text that starts
   # with a space. Tokenizers without add_dummy_prefix (ours) are unaffected.
