@@ -201,8 +201,12 @@ def run(workdir: str = "runs/demo", *, base_config: str = "demo_base", sft_confi
     print(f"report: {os.path.join(workdir, 'eval', 'report.html')}")
   else:
     seq = c.data.max_seq_len
-    base_ppl = perplexity(load_model(base_run), [paths["val"]], max_seq_len=seq).to_dict()
-    sft_ppl = perplexity(load_model(result.model_dir), [paths["val"]], max_seq_len=seq).to_dict()
+    from telugu_jax.evaluate.run import use_writable_template
+
+    sft, base = load_model(result.model_dir), load_model(base_run)
+    use_writable_template(base, [sft.chat_template])
+    base_ppl = perplexity(base, [paths["val"]], max_seq_len=seq).to_dict()
+    sft_ppl = perplexity(sft, [paths["val"]], max_seq_len=seq).to_dict()
   print(f"assistant-token perplexity on {paths['val']} ({sft_ppl['tokens']} tokens): "
         f"base {base_ppl['ppl']:.2f} -> SFT {sft_ppl['ppl']:.2f}")
   summary = {"workdir": workdir, "tokenizer": os.path.join(workdir, "tokenizer"), "base": resolve_model_dir(base_run),

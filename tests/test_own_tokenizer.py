@@ -41,6 +41,7 @@ def test_default_settings_tokenizer_end_to_end(tmp_path, capsys):
   assert summary["sft_ppl"]["ppl"] < summary["base_ppl"]["ppl"] and summary["sft_ppl"]["tokens"] > 0
 
   # The default template with this tokenizer: one line naming what is lost and the override, before compiling.
+  capsys.readouterr()
   rc = run_cli(train_main, ["--config", "smoke", *demo.sft_overrides(workdir, paths),
                             f"--config.workdir={tmp_path / 'refused'}"])
   err = capsys.readouterr().err.strip()
