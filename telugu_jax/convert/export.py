@@ -1,10 +1,12 @@
 """telugu-jax model directory -> a Hugging Face folder (`hf`) or a PEFT adapter (`peft`).
 
 `hf` writes safetensors that `LlamaForCausalLM.from_pretrained` loads (names from the same table the
-import uses, run in reverse), config.json, the tokenizer with our chat template and
-generation_config.json. A directory with a LoRA adapter is exported merged (`merge=True`) or as its
-base alone (`base_only=True`); one of the two must be asked for, so an adapter is never dropped
-silently. `peft` writes adapter_config.json and adapter_model.safetensors for
+import uses, run in reverse), config.json, the tokenizer with the chat template the model records in
+model.json and generation_config.json. A tokenizer that cannot write that template (a base whose nmt_nfkc
+tokenizer turns the "\n" separator into a space) still gets its weights, tokenizer and configs exported: only
+`chat_template` is left out, with a one-line note. A directory with a LoRA adapter is exported merged
+(`merge=True`) or as its base alone (`base_only=True`); one of the two must be asked for, so an adapter is
+never dropped silently. `peft` writes adapter_config.json and adapter_model.safetensors for
 `PeftModel.from_pretrained(base, DST)` (and, with `with_base`, the base as a Hugging Face folder in
 DST/base).
 
