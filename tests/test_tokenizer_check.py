@@ -94,3 +94,9 @@ def test_verdict_and_module_entry_point(default_sp_tokenizer, sp_tokenizer, tmp_
                        capture_output=True, text=True, check=True).stdout
   assert json.loads(out)["template_ok"] is True
   assert inspect(sp_tokenizer, ["తెలుగు"])["words"] == 1
+
+
+def test_tokenizer_json(hf_tokenizer_dir, capsys):
+  r = _inspect_json(capsys, hf_tokenizer_dir)
+  assert r["type"] == "tokenizer.json" and r["byte_fallback"] is True and r["byte_level"] is True
+  assert r["template_ok"] is True and r["keeps_newline"] and r["unk_rate"] == 0
