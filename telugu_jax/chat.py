@@ -1,7 +1,7 @@
 """Talk to a model: a multi-turn REPL, a one-shot answer, or a JSONL file of conversations answered in batches.
 
     python -m telugu_jax.chat --checkpoint runs/demo/sft                                  # REPL
-    python -m telugu_jax.chat --checkpoint checkpoints/base --adapter runs/lora/final     # base + LoRA adapter
+    python -m telugu_jax.chat --checkpoint checkpoints/base --adapter runs/lora/model     # base + LoRA adapter
     python -m telugu_jax.chat --checkpoint runs/demo/sft --prompt "తెలుగు భాష గురించి చెప్పండి"
     python -m telugu_jax.chat --checkpoint runs/demo/sft --input in.jsonl --output out.jsonl --temperature 0
 

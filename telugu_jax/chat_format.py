@@ -82,7 +82,85 @@ class ChatTemplate:
     return None
 
 
+  def to_dict(self) -> dict[str, str]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: Mapping | None) -> ChatTemplate:
+    """The template a model directory records (`model.json` "chat_template"); none recorded: the default
+    (directories written before templates were recorded were all trained with it)."""
+    if not d:
+      return DEFAULT_TEMPLATE
+    unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
+    if unknown:
+      raise TemplateError(f"chat_template has unknown fields {sorted(unknown)}")
+    t = cls(**d)
+    if not t.user or not t.assistant or not t.turn_sep:
+      raise TemplateError(f"chat_template {t.to_dict()}: user, assistant and turn_sep must be non-empty")
+    return t
+
+  def overrides(self, prefix: str = "--config.chat.", relative_to: ChatTemplate | None = None) -> str:
+    """Shell words that select this template, e.g. `--config.chat.turn_sep=' '` (`$'\\n'` for a newline);
+    with `relative_to`, only the fields that differ from that template."""
+    import shlex
+
+    def word(v: str) -> str:
+      return shlex.quote(v) if v.isprintable() else "$'" + v.encode("unicode_escape").decode("ascii") + "'"
+
+    other = relative_to.to_dict() if relative_to is not None else {}
+    return " ".join(f"{prefix}{k}={word(v)}" for k, v in self.to_dict().items() if other.get(k) != v)
+
+
 DEFAULT_TEMPLATE = ChatTemplate()
+
+
+class TemplateError(TokenizerError):
+  """A tokenizer that cannot write a chat template (or a template that cannot be read)."""
+
+
+# Probe turns without newlines or ZWNJ in the content: what is checked here is the template, not whether
+# the tokenizer keeps every character of every text (`python -m telugu_jax.tokenizer inspect` reports that).
+_PROBE = (("user", "నమస్కారం అండీ, 12 ప్రశ్నలు"), ("assistant", "సరే. ఇదిగో జవాబు"),
+          ("user", "ఇంకొకటి చెప్పండి"), ("assistant", "తప్పకుండా."))
+
+
+def template_problem(tokenizer: Tokenizer, template: ChatTemplate) -> str | None:
+  """What this tokenizer loses of the template, or None when it round-trips: the rendered conversation
+  decodes back to itself, and each prompt's ids are a prefix of the training ids."""
+  fmt = ChatFormat(tokenizer, template, check=False)
+  # The contents' words that the tokenizer gives back (a small vocabulary may lack a digit or a comma): what is
+  # judged is the markers and separators around them.
+  def kept(content: str) -> str:
+    return " ".join(w for w in content.split() if tokenizer.decode(tokenizer.encode(w)) == w) or "అ"
+
+  turns = [Turn(r, kept(c)) for r, c in _PROBE]
+  text, _ = fmt.render(turns)
+  back = tokenizer.decode(tokenizer.encode(text))
+  if back != text:
+    lost = []
+    for name, value in template.to_dict().items():
+      piece = "అ" + value + "అ"
+      got = tokenizer.decode(tokenizer.encode(piece))
+      if got != piece:
+        lost.append(f"{name} {value!r} comes back as {got[1:-1]!r}")
+    what = "; ".join(lost) or f"{text!r} comes back as {back!r}"
+    return f"the tokenizer does not keep the chat template: {what}"
+  for n in (1, 3):
+    try:
+      prompt = fmt.encode_prompt(turns[:n]).tolist()
+      full = fmt.encode(turns[:n + 1]).ids.tolist()
+    except ChatFormatError as e:
+      return f"the chat template does not encode: {e}"
+    if full[:len(prompt)] != prompt:
+      return ("the prompt's ids are not a prefix of the training ids (the tokenizer merges the assistant marker "
+              "with the answer)")
+  return None
+
+
+def check_template(tokenizer: Tokenizer, template: ChatTemplate) -> None:
+  """`TemplateError` (one line) when `tokenizer` cannot round-trip `template`."""
+  if problem := template_problem(tokenizer, template):
+    raise TemplateError(problem)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,15 +195,15 @@ def neutralise_markers(content: str, template: ChatTemplate = DEFAULT_TEMPLATE) 
 class ChatFormat:
   """Binds a template to a tokenizer and checks, once, that the pair can round-trip."""
 
-  def __init__(self, tokenizer: Tokenizer, template: ChatTemplate = DEFAULT_TEMPLATE):
+  def __init__(self, tokenizer: Tokenizer, template: ChatTemplate = DEFAULT_TEMPLATE, *, check: bool = True):
     self.tokenizer, self.template = tokenizer, template
-    probe = self.render([Turn("user", "నమస్కారం\u200cఅండీ 12"), Turn("assistant", "సరే.\nఇదిగో")])[0]
-    if tokenizer.decode(tokenizer.encode(probe)) != probe:
-      raise TokenizerError(
-          "this tokenizer cannot round-trip the chat template (markers, '\\n' and ZWNJ): "
-          f"{probe!r} decodes as {tokenizer.decode(tokenizer.encode(probe))!r}. Use a tokenizer with identity "
-          "normalisation and byte fallback (telugu_jax.tokenizer.train_sentencepiece), or pass a ChatTemplate "
-          "whose markers and separators it keeps.")
+    if check:
+      if problem := template_problem(tokenizer, template):
+        from telugu_jax.tokenizer_check import suggest_template
+
+        hint = suggest_template(tokenizer)
+        raise TemplateError(problem + (f". A template it keeps: {hint.overrides(relative_to=template)}" if hint else
+                                       ". Use a tokenizer with identity normalisation and byte fallback"))
 
   # ---- text -------------------------------------------------------------------------------------
   def render(self, turns: Sequence[Turn]) -> tuple[str, list[tuple[int, int]]]:

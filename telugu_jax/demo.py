@@ -83,8 +83,11 @@ def prepare_data(workdir: str, val_fraction: float = 0.1) -> dict[str, str]:
   return paths
 
 
-def make_tokenizer(workdir: str, text_path: str, vocab_size: int):
-  from telugu_jax.tokenizer import load_tokenizer, train_sentencepiece
+def make_tokenizer(workdir: str, text_path: str, vocab_size: int, *, sentencepiece_defaults: bool = False):
+  """WORKDIR/tokenizer trained on the pretraining text: with the settings the chat format needs, or
+  (`sentencepiece_defaults`) with sentencepiece's defaults, as a base from elsewhere may come (nmt_nfkc: no
+  newlines; no byte fallback)."""
+  from telugu_jax.tokenizer import load_tokenizer, train_sentencepiece, train_sentencepiece_defaults
 
   out = os.path.join(workdir, "tokenizer")
   if os.path.exists(os.path.join(out, "tokenizer.model")):
@@ -93,7 +96,7 @@ def make_tokenizer(workdir: str, text_path: str, vocab_size: int):
     lines = [line for line in f.read().split("\n") if line.strip()]
   # The chat markers are part of the text the model will see, so the tokenizer learns them too.
   lines += ["user: ప్రశ్న\nassistant: జవాబు"] * 20
-  tok = train_sentencepiece(lines, vocab_size)
+  tok = (train_sentencepiece_defaults if sentencepiece_defaults else train_sentencepiece)(lines, vocab_size)
   tok.save(out)
   return tok
 
@@ -165,11 +168,12 @@ def print_samples(workdir: str, n: int) -> None:
 
 def run(workdir: str = "runs/demo", *, base_config: str = "demo_base", sft_config: str = "demo", vocab_size: int = 2048,
         base_args: list[str] | None = None, sft_args: list[str] | None = None, report_questions: int = 2,
-        samples: int = 4) -> dict:
+        samples: int = 4, sentencepiece_defaults: bool = False) -> dict:
   """The whole demo: configs `base_config` (pretraining) and `sft_config` (SFT), their paths moved under
   `workdir`, plus `base_args`/`sft_args` overrides (`--config.a.b=value`). `report_questions` questions per
   category go into the evaluation report (0: only perplexity, as the test suite's smoke run does); `samples`
-  answers are printed."""
+  answers are printed. `sentencepiece_defaults`: the tokenizer is trained with sentencepiece's default settings
+  (see `make_tokenizer`; its SFT then needs a template it keeps, e.g. `--config.chat.turn_sep= `)."""
   from telugu_jax.evaluate.perplexity import perplexity
   from telugu_jax.model.io import is_model_dir, load_model, resolve_model_dir
   from telugu_jax.train.loop import train_and_evaluate
@@ -178,7 +182,7 @@ def run(workdir: str = "runs/demo", *, base_config: str = "demo_base", sft_confi
   workdir = os.path.abspath(workdir)
   paths = prepare_data(workdir)
   print(f"data: {paths['train']} and {paths['val']} (SFT), {paths['text_train']} (pretraining)")
-  tok = make_tokenizer(workdir, paths["text_train"], vocab_size)
+  tok = make_tokenizer(workdir, paths["text_train"], vocab_size, sentencepiece_defaults=sentencepiece_defaults)
   print(f"tokenizer: {os.path.join(workdir, 'tokenizer')} ({tok.vocab_size} pieces)")
 
   base_run = os.path.join(workdir, "base")
@@ -203,8 +207,12 @@ def run(workdir: str = "runs/demo", *, base_config: str = "demo_base", sft_confi
     print(f"report: {os.path.join(workdir, 'eval', 'report.html')}")
   else:
     seq = c.data.max_seq_len
-    base_ppl = perplexity(load_model(base_run), [paths["val"]], max_seq_len=seq).to_dict()
-    sft_ppl = perplexity(load_model(result.model_dir), [paths["val"]], max_seq_len=seq).to_dict()
+    from telugu_jax.evaluate.run import use_writable_template
+
+    sft, base = load_model(result.model_dir), load_model(base_run)
+    use_writable_template(base, [sft.chat_template])
+    base_ppl = perplexity(base, [paths["val"]], max_seq_len=seq).to_dict()
+    sft_ppl = perplexity(sft, [paths["val"]], max_seq_len=seq).to_dict()
   print(f"assistant-token perplexity on {paths['val']} ({sft_ppl['tokens']} tokens): "
         f"base {base_ppl['ppl']:.2f} -> SFT {sft_ppl['ppl']:.2f}")
   summary = {"workdir": workdir, "tokenizer": os.path.join(workdir, "tokenizer"), "base": resolve_model_dir(base_run),
@@ -214,7 +222,8 @@ def run(workdir: str = "runs/demo", *, base_config: str = "demo_base", sft_confi
     json.dump(summary, f, ensure_ascii=False, indent=1)
   print(f"\ndone in {summary['seconds']:.0f}s. Next:\n"
         f"  python -m telugu_jax.chat --checkpoint {os.path.relpath(result.model_dir)}\n"
-        f"  python -m telugu_jax.export --checkpoint {os.path.relpath(result.model_dir)} --to out/demo-hf --format hf")
+        f"  python -m telugu_jax.export --checkpoint {os.path.relpath(result.model_dir)} --to out/demo-hf --format hf"
+        + (" --merge" if c.mode == "lora" else ""))
   return summary
 
 

@@ -17,10 +17,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 
-from telugu_jax.chat_format import ChatFormat, ChatTemplate
+from telugu_jax.chat_format import ChatFormat
 from telugu_jax.errors import UserError
 from telugu_jax.generate import Generation, Generator, SamplingConfig
 from telugu_jax.model.io import load_model
+from telugu_jax.tokenizer import TokenizerError
 
 _ARCH_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "head_dim", "ffn_dim")
 
@@ -60,13 +61,17 @@ def _attach_adapter(loaded, adapter_dir: str) -> None:
     print(f"note: --adapter {adapter_dir} replaces the adapter stored with {loaded.path}", file=sys.stderr)
   loaded.variables = {**loaded.variables, "lora": lora}
   loaded.lora_config = lora_config
+  from telugu_jax.model import io as model_io
+
+  if template := model_io.read_meta(adapter_dir).get("chat_template"):   # the adapter was trained with it
+    loaded.meta = {**loaded.meta, "chat_template": template}
 
 
 def _chat_format(loaded, checkpoint: str) -> ChatFormat:
   try:
-    template = ChatTemplate(**(loaded.meta.get("chat_template") or {}))
-  except TypeError as e:
-    raise ChatError(f"{checkpoint}/model.json has a chat_template this version cannot read: {e}") from None
+    template = loaded.chat_template
+  except TokenizerError as e:
+    raise ChatError(f"{checkpoint}/model.json: {e}") from None
   return ChatFormat(loaded.tokenizer, template)
 
 

@@ -7,6 +7,8 @@ by `encode` on plain text; callers add bos/eos ids themselves.
 Tokenizers this project trains (`train_sentencepiece`) use identity normalisation, keep whitespace
 and use byte fallback: the default `nmt_nfkc` rules turn `\\n` and ZWNJ (U+200C) into spaces, so
 `decode(encode(text))` would not give the text back and the `\\nuser:` stop string could never fire.
+`python -m telugu_jax.tokenizer inspect PATH` reports what a tokenizer (yours, or a base's) does to Telugu text
+and to the chat template (telugu_jax/tokenizer_check.py).
 """
 
 from __future__ import annotations
@@ -190,6 +192,18 @@ def check_vocab(tokenizer: Tokenizer, model_vocab_size: int) -> None:
         "Use the tokenizer the model was trained with.")
 
 
+def train_sentencepiece_defaults(texts: Iterable[str], vocab_size: int) -> SentencePieceTokenizer:
+  """A sentencepiece model with the trainer's defaults (unigram, `nmt_nfkc`, dummy prefix, no byte fallback,
+  character coverage 0.9995), as many published Telugu tokenizers are: for tests and the inspect tool's
+  examples of a tokenizer that cannot write `\n`. Ids: unk=0, bos=1, eos=2, no pad."""
+  import sentencepiece as spm
+
+  buf = io.BytesIO()
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(list(texts)), model_writer=buf, vocab_size=vocab_size,
+                                 hard_vocab_limit=False, num_threads=2, minloglevel=2)
+  return SentencePieceTokenizer(buf.getvalue())
+
+
 def train_sentencepiece(texts: Iterable[str], vocab_size: int, *, model_type: str = "bpe",
                         user_defined_symbols: Sequence[str] = ("\n",), seed_sentencepiece_size: int = 100000,
                         max_sentence_length: int = 16384) -> SentencePieceTokenizer:
@@ -208,3 +222,11 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, *, model_type: st
       seed_sentencepiece_size=seed_sentencepiece_size, max_sentence_length=max_sentence_length,
       num_threads=2, minloglevel=2)
   return SentencePieceTokenizer(buf.getvalue())
+
+
+if __name__ == "__main__":  # python -m telugu_jax.tokenizer inspect PATH (telugu_jax/tokenizer_check.py)
+  import sys
+
+  from telugu_jax.tokenizer_check import main
+
+  sys.exit(main())

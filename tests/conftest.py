@@ -51,6 +51,20 @@ def sp_tokenizer():
   return train_sentencepiece(TELUGU_SENTENCES * 4, vocab_size=420)
 
 
+# Some Latin text beside the Telugu, as a real corpus has: a default-settings tokenizer then knows the letters of
+# the Latin chat markers (its character coverage of 0.9995 drops the rarest characters).
+LATIN_SENTENCES = ["The quick brown fox jumps over the lazy dog.",
+                   "Hello world, this is English text in a Telugu corpus."]
+
+
+@pytest.fixture(scope="session")
+def default_sp_tokenizer():
+  """A sentencepiece model with the trainer's defaults (nmt_nfkc turns "\\n" into a space; no byte fallback)."""
+  from telugu_jax.tokenizer import train_sentencepiece_defaults
+
+  return train_sentencepiece_defaults((TELUGU_SENTENCES + LATIN_SENTENCES) * 4, vocab_size=420)
+
+
 @pytest.fixture(scope="session")
 def hf_tokenizer_dir(tmp_path_factory):
   """A byte-level BPE `tokenizer.json` trained here with the `tokenizers` library."""

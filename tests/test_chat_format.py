@@ -163,7 +163,8 @@ def test_tokenizer_that_cannot_round_trip_is_rejected():
     def decode(self, ids):
       return super().decode(ids).replace("\n", " ")
 
-  with pytest.raises(TokenizerError, match="cannot round-trip the chat template"):
+  with pytest.raises(TokenizerError, match=r"does not keep the chat template: turn_sep '\\n' comes back as ' '\. "
+                                           r"A template it keeps: --config.chat.turn_sep=' '"):
     ChatFormat(Lossy())
 
 
@@ -172,3 +173,16 @@ def test_neutralise_markers():
   safe = neutralise_markers(forged)
   assert ChatTemplate().forged_marker(safe) is None
   assert safe == "నమస్తే\nassistant : నేను ఒప్పుకుంటాను\n  USER : ఇంకా"
+
+
+def test_template_record_round_trips():
+  tmpl = ChatTemplate(user="ప్రశ్న:", assistant="జవాబు:", turn_sep=" ")
+  assert ChatTemplate.from_dict(tmpl.to_dict()) == tmpl
+  assert ChatTemplate.from_dict(None) == ChatTemplate.from_dict({}) == ChatTemplate()   # written before templates
+  with pytest.raises(TokenizerError, match="unknown fields"):
+    ChatTemplate.from_dict({"user": "u:", "system": "s:"})
+  with pytest.raises(TokenizerError, match="non-empty"):
+    ChatTemplate.from_dict({"turn_sep": ""})
+  assert tmpl.overrides(relative_to=ChatTemplate()) == (
+      "--config.chat.user='ప్రశ్న:' --config.chat.assistant='జవాబు:' --config.chat.turn_sep=' '")
+  assert ChatTemplate().overrides().endswith("--config.chat.turn_sep=$'\\n'")

@@ -78,6 +78,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.sample_prompts = ("తెలుగు భాష గురించి రెండు వాక్యాలు చెప్పండి.", "ఆరోగ్యంగా ఉండటానికి మూడు చిట్కాలు ఇవ్వండి.",
                             "ఈ వాక్యాన్ని తెలుగులోకి అనువదించండి: I like to read books.")
 
+  # The chat template (telugu_jax/chat_format.py): <bos>{user}{sep}u1{turn_sep}{assistant}{sep}a1<eos>. It is
+  # recorded in WORKDIR/model/model.json, and chat, serve, evaluate, DPO and export read it from there. A
+  # tokenizer that turns "\n" into a space (sentencepiece's default nmt_nfkc) needs --config.chat.turn_sep=" ";
+  # `python -m telugu_jax.tokenizer inspect TOKENIZER` says which template a tokenizer keeps. Left at these
+  # defaults, a run uses the template its base records.
+  c.chat = ml_collections.ConfigDict()
+  c.chat.user = "user:"
+  c.chat.assistant = "assistant:"
+  c.chat.sep = " "
+  c.chat.turn_sep = "\n"
+
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (1, -1, 1)            # (data, fsdp, tensor); -1 takes the remaining devices
   c.mesh.devices = 0                   # use the first N devices (0: all)

@@ -3,10 +3,15 @@
     python -m telugu_jax.convert --from SRC --to DST [--format auto|hf|meta|state_dict|peft]
         [--key-map FILE] [--tokenizer PATH] [--dtype auto|float32|bfloat16]
         [--config FILE | --preset NAME] [--set FIELD=VALUE ...] [--base CKPT] [--overwrite]
+        [--chat-user M --chat-assistant M --chat-sep S --chat-turn-sep S]
 
 SRC is a Hugging Face folder, a Meta folder (params.json + consolidated.NN.pth), a state-dict file
 (.pt/.pth/.bin/.safetensors, with --config or --preset, and --key-map for custom names), or a PEFT
 adapter folder (with --base, the model directory it adapts; DST then holds our `lora` collection).
+
+The chat template (--chat-*; default `user: …\nassistant: …`) is recorded in DST/model.json for fine-tuning
+and chat. Conversion prints one line on the tokenizer: tokens per Telugu word, and whether it keeps the template
+or which --chat-* options give one it keeps (`python -m telugu_jax.tokenizer inspect` says more).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import argparse
 import os
 import sys
 
+from telugu_jax.chat_format import DEFAULT_TEMPLATE, ChatTemplate
 from telugu_jax.convert.layouts import LAYOUTS, parse_overrides
 from telugu_jax.errors import UserError, run_cli
 
@@ -37,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                  help="override a LlamaConfig field (repeatable), e.g. --set max_seq_len=4096")
   p.add_argument("--base", help="with a PEFT adapter: the telugu-jax model directory it adapts")
   p.add_argument("--overwrite", action="store_true", help="replace DST if it exists")
+  for field, default in DEFAULT_TEMPLATE.to_dict().items():
+    p.add_argument(f"--chat-{field.replace('_', '-')}", dest=f"chat_{field}", default=default,
+                   help=f"chat template {field} recorded in model.json (default {default!r})")
   return p
 
 
@@ -70,7 +79,8 @@ def _main(argv: list[str]) -> int:
 
       convert(args.src, args.dst, layout=layout, key_map=args.key_map, tokenizer=args.tokenizer, dtype=args.dtype,
               compute_dtype=args.compute_dtype, config_file=args.config_file, preset=args.preset,
-              overrides=parse_overrides(args.overrides), overwrite=args.overwrite)
+              overrides=parse_overrides(args.overrides), overwrite=args.overwrite,
+              chat_template=ChatTemplate.from_dict({f: getattr(args, f"chat_{f}") for f in DEFAULT_TEMPLATE.to_dict()}))
   except UserError:
     raise  # already one line; --debug shows where it came from
   except (ConversionError, TokenizerError, ModelDirError, FileExistsError) as e:

@@ -1,10 +1,12 @@
 """telugu-jax model directory -> a Hugging Face folder (`hf`) or a PEFT adapter (`peft`).
 
 `hf` writes safetensors that `LlamaForCausalLM.from_pretrained` loads (names from the same table the
-import uses, run in reverse), config.json, the tokenizer with our chat template and
-generation_config.json. A directory with a LoRA adapter is exported merged (`merge=True`) or as its
-base alone (`base_only=True`); one of the two must be asked for, so an adapter is never dropped
-silently. `peft` writes adapter_config.json and adapter_model.safetensors for
+import uses, run in reverse), config.json, the tokenizer with the chat template the model records in
+model.json and generation_config.json. A tokenizer that cannot write that template (a base whose nmt_nfkc
+tokenizer turns the "\n" separator into a space) still gets its weights, tokenizer and configs exported: only
+`chat_template` is left out, with a one-line note. A directory with a LoRA adapter is exported merged
+(`merge=True`) or as its base alone (`base_only=True`); one of the two must be asked for, so an adapter is
+never dropped silently. `peft` writes adapter_config.json and adapter_model.safetensors for
 `PeftModel.from_pretrained(base, DST)` (and, with `with_base`, the base as a Hugging Face folder in
 DST/base).
 
@@ -22,7 +24,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from flax import traverse_util
 
-from telugu_jax.chat_format import DEFAULT_TEMPLATE, ChatTemplate
+from telugu_jax.chat_format import template_problem
 from telugu_jax.convert import hf_files, keymaps, peft_io
 from telugu_jax.convert.errors import ExportError
 from telugu_jax.convert.load_torch import numpy_to_torch
@@ -49,11 +51,6 @@ def atomic_dir(dst: str, overwrite: bool) -> Iterator[str]:
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-
-
-def _template(meta: dict) -> ChatTemplate:
-  t = meta.get("chat_template")
-  return ChatTemplate(**t) if isinstance(t, dict) else DEFAULT_TEMPLATE
 
 
 def hf_state_dict(flat: dict, config, dtype: str) -> Iterator[tuple[str, np.ndarray]]:
@@ -111,7 +108,13 @@ def _write_chat_files(dst: str, model: LoadedModel, verify: bool, log: Callable[
   if tok is None:
     log(f"warning: {model.path} has no tokenizer; the export has no tokenizer, chat template or generation config")
     return
-  template = _template(model.meta)
+  template = model.chat_template   # the one the model was trained with (model.json)
+  if problem := template_problem(tok, template):
+    # The weights, tokenizer and configs are still what a base's user needs; only the chat template cannot be
+    # written for this tokenizer (e.g. a plain base whose nmt_nfkc tokenizer turns the "\n" separator into a space).
+    log(f"note: no chat_template in the export: {problem} (train with a template it keeps: "
+        "python -m telugu_jax.tokenizer inspect)")
+    template = None
   hf_files.write_tokenizer_files(tok, dst, template=template, model_max_length=model.config.max_seq_len)
   hf_files.write_generation_config(dst, tok)
   if verify:

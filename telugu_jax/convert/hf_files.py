@@ -88,7 +88,10 @@ def _spm_tokenizer_json(tok: SentencePieceTokenizer, path: str) -> None:
 
   proto = model_pb2.ModelProto()
   proto.ParseFromString(tok.sp.serialized_model_proto())
-  vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
+  # A dict makes transformers build a BPE model, a list of (piece, score) a unigram one (sentencepiece's default
+  # model type: a BPE built from a unigram vocabulary segments differently).
+  unigram = proto.trainer_spec.model_type == model_pb2.TrainerSpec.UNIGRAM
+  vocab = [(p.piece, p.score) for p in proto.pieces] if unigram else {p.piece: i for i, p in enumerate(proto.pieces)}
   # legacy=True: the dummy prefix goes on the text after each special token, as sentencepiece puts it on the
   # text we encode after bos; with legacy=False Llama 2's tokenizer.model gave other ids for text that starts
   # with a space. Tokenizers without add_dummy_prefix (ours) are unaffected.
@@ -103,9 +106,10 @@ def _spm_tokenizer_json(tok: SentencePieceTokenizer, path: str) -> None:
   hf_tok.save(path)
 
 
-def write_tokenizer_files(tokenizer, dst: str, *, template: ChatTemplate = DEFAULT_TEMPLATE,
+def write_tokenizer_files(tokenizer, dst: str, *, template: ChatTemplate | None = DEFAULT_TEMPLATE,
                           model_max_length: int | None = None) -> None:
-  """tokenizer.json (+ tokenizer.model), tokenizer_config.json with the chat template, special tokens map."""
+  """tokenizer.json (+ tokenizer.model), tokenizer_config.json with the chat template (none when `template` is
+  None), special tokens map."""
   os.makedirs(dst, exist_ok=True)
   if isinstance(tokenizer, SentencePieceTokenizer):
     tokenizer.save(dst)
@@ -118,7 +122,8 @@ def write_tokenizer_files(tokenizer, dst: str, *, template: ChatTemplate = DEFAU
              "pad_token": tokenizer.id_to_piece(tokenizer.pad_id)}
   if isinstance(tokenizer, SentencePieceTokenizer) and tokenizer.sp.unk_id() >= 0:
     special["unk_token"] = tokenizer.id_to_piece(tokenizer.sp.unk_id())
-  config = {"tokenizer_class": "PreTrainedTokenizerFast", **special, "chat_template": chat_template_jinja(template),
+  config = {"tokenizer_class": "PreTrainedTokenizerFast", **special,
+            **({"chat_template": chat_template_jinja(template)} if template is not None else {}),
             "clean_up_tokenization_spaces": False, "model_input_names": ["input_ids", "attention_mask"]}
   if model_max_length:
     config["model_max_length"] = model_max_length
@@ -137,9 +142,10 @@ def write_generation_config(dst: str, tokenizer, max_length: int | None = None) 
                    **kw).save_pretrained(dst)
 
 
-def verify_tokenizer(dst: str, tokenizer, template: ChatTemplate = DEFAULT_TEMPLATE,
+def verify_tokenizer(dst: str, tokenizer, template: ChatTemplate | None = DEFAULT_TEMPLATE,
                      probes: Sequence[str] = PROBES) -> None:
-  """Load the exported files with `AutoTokenizer` and require our ids: plain text and chat template."""
+  """Load the exported files with `AutoTokenizer` and require our ids: plain text and (unless `template` is
+  None) the chat template."""
   from transformers import AutoTokenizer
 
   hf = AutoTokenizer.from_pretrained(dst)
@@ -148,6 +154,8 @@ def verify_tokenizer(dst: str, tokenizer, template: ChatTemplate = DEFAULT_TEMPL
     if ours != theirs:
       raise ExportError(f"the exported tokenizer encodes {text!r} as {theirs[:12]}..., ours as {ours[:12]}...; "
                         "Hugging Face users would feed the model other ids than it was trained on")
+  if template is None:
+    return
   fmt = ChatFormat(tokenizer, template)
   for turns in PROBE_CONVERSATIONS:
     ours = [int(i) for i in fmt.encode_prompt(turns)]

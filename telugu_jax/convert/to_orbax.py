@@ -19,6 +19,7 @@ import ml_dtypes
 import numpy as np
 from flax import traverse_util
 
+from telugu_jax.chat_format import DEFAULT_TEMPLATE, ChatTemplate
 from telugu_jax.convert import keymaps
 from telugu_jax.convert.errors import ConfigMismatchError, ConversionError, ShapeMismatchError
 from telugu_jax.convert.layouts import Source, apply_overrides, detect_layout, open_source
@@ -130,7 +131,8 @@ def _tokenizer(path: str | None, config: LlamaConfig):
 def convert(src: str | os.PathLike, dst: str | os.PathLike, *, layout: str = "auto", key_map: str | None = None,
             tokenizer: str | None = None, dtype: str | None = "auto", compute_dtype: str = "bfloat16",
             config_file: str | None = None, preset: str | None = None, overrides: Mapping | None = None,
-            overwrite: bool = False, log: Callable[[str], None] = print) -> str:
+            overwrite: bool = False, chat_template: ChatTemplate = DEFAULT_TEMPLATE,
+            log: Callable[[str], None] = print) -> str:
   """Convert a PyTorch checkpoint into a model directory at `dst`; returns its path.
 
   Args:
@@ -141,6 +143,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, layout: str = "au
     dtype: stored parameter dtype, "auto" keeps the checkpoint's.
     compute_dtype: the activations dtype recorded in the config.
     config_file, preset, overrides: the architecture for a bare state dict, or corrections to a found one.
+    chat_template: recorded in model.json for whoever fine-tunes or chats with this model; the tokenizer's
+      verdict on it (and on Telugu text) is logged in one line.
   """
   src = os.path.abspath(os.fspath(src))
   layout = detect_layout(src) if layout in (None, "auto") else layout
@@ -177,6 +181,10 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, layout: str = "au
     tok = _tokenizer(tokenizer or source.tokenizer_dir, config)
     for note in source.notes + [f"skipped buffer {n} (holds no weights)" for n in plan.skipped]:
       log("note: " + note)
+    if tok is not None:
+      from telugu_jax.tokenizer_check import verdict
+
+      log(verdict(tok, chat_template, option_prefix="--chat-"))
     if tok is None:
       log("warning: no tokenizer found beside the weights and none given (--tokenizer); the model directory "
           "will have none, and chat/training will ask for one")
@@ -185,5 +193,6 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, *, layout: str = "au
     params = load_params(plan, source.reader, config, log)
   finally:
     source.reader.close()
-  extra = {"converted_from": {"path": src, "layout": layout, "key_map": key_map and os.path.abspath(key_map)}}
+  extra = {"converted_from": {"path": src, "layout": layout, "key_map": key_map and os.path.abspath(key_map)},
+           "chat_template": chat_template.to_dict()}
   return save_model(dst, config, params=params, tokenizer=tok, extra=extra, overwrite=overwrite)

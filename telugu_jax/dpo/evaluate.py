@@ -18,7 +18,6 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
-from telugu_jax.chat_format import ChatFormat
 from telugu_jax.dpo.data import PairLoaderConfig, pair_corpus, pair_dataset
 from telugu_jax.dpo.objective import DPOConfig, pair_outputs
 from telugu_jax.dpo.records import iter_pairs
@@ -52,7 +51,7 @@ def score_pairs(policy: LoadedModel, paths: str | Sequence[str], *, reference: L
   tokenizer = policy.tokenizer
   if tokenizer is None:
     raise ValueError(f"{policy.path} has no tokenizer/ folder")
-  corpus = pair_corpus(paths, ChatFormat(tokenizer), max_seq_len, over_long)
+  corpus = pair_corpus(paths, policy.chat_format(), max_seq_len, over_long)
   variables = {k: jax.tree_util.tree_map(np.asarray, v) for k, v in policy.variables.items()}
   if reference is None:
     if "lora" not in variables:

@@ -213,7 +213,7 @@ def run_pairs(model_dir: str, paths: Sequence[str], out_dir: str, cfg: PairConfi
   loaded = load_model(model_dir)
   if loaded.tokenizer is None:
     raise ValueError(f"{model_dir} has no tokenizer/ folder")
-  fmt = ChatFormat(loaded.tokenizer)
+  fmt = loaded.chat_format()
   generator = Generator.from_loaded(loaded)
   convs: list[Conversation] = []
   bad: list[tuple[RecordError, str]] = []

@@ -24,7 +24,7 @@ import os
 import jax
 import numpy as np
 
-from telugu_jax.chat_format import ChatFormat
+from telugu_jax.chat_format import ChatTemplate
 from telugu_jax.data.loader import DataError
 from telugu_jax.data.stage import json_line
 from telugu_jax.dpo.data import PairCorpus, PairLoaderConfig, batches_per_epoch, pair_corpus, pair_dataset
@@ -33,14 +33,14 @@ from telugu_jax.dpo.objective import DPOConfig, dpo_objective, summarise_eval
 from telugu_jax.model import Llama
 from telugu_jax.model.io import is_model_dir, load_model, resolve_model_dir, save_model
 from telugu_jax.model.lora import merge_lora, split_variables
-from telugu_jax.tokenizer import check_vocab, load_tokenizer
+from telugu_jax.tokenizer import TokenizerError, check_vocab, load_tokenizer
 from telugu_jax.train.core import with_train_settings
 from telugu_jax.train.errors import TrainingError
 from telugu_jax.train.loop import RunResult, train_and_evaluate
 from telugu_jax.train.metrics import flops_per_token
 from telugu_jax.train.settings import RunSettings
 from telugu_jax.train.step import make_steps
-from telugu_jax.train.tasks import Datasets, Start, Task
+from telugu_jax.train.tasks import Datasets, Start, Task, chat_format, run_template
 
 
 def dpo_config(run: RunSettings) -> DPOConfig:
@@ -94,22 +94,27 @@ def load_sft(run: RunSettings) -> Start:
   if tokenizer is None:
     raise TrainingError(f"no tokenizer: {run.base} has no tokenizer/ folder; set config.tokenizer")
   check_vocab(tokenizer, sft.config.vocab_size)
+  try:   # the template the SFT model was trained with (model.json), unless the config names the same one
+    template = run_template(run, ChatTemplate.from_dict(sft.meta.get("chat_template")), strict=True)
+  except TokenizerError as e:
+    raise TrainingError(f"{run.base}/model.json: {e}") from None
   params = sft.variables["params"]
   base_dir = resolve_model_dir(run.base)
   if "lora" in sft.variables:
     params = jax.tree_util.tree_map(np.asarray, merge_lora(params, sft.variables["lora"], sft.lora_config))
     base_dir = os.path.join(os.path.abspath(run.workdir), "sft_merged")
     if run.mode == "lora" and jax.process_index() == 0 and not is_model_dir(base_dir):
-      save_model(base_dir, sft.config, params=params, tokenizer=tokenizer, extra={"merged_from": sft.path})
+      save_model(base_dir, sft.config, params=params, tokenizer=tokenizer,
+                 extra={"merged_from": sft.path, "chat_template": template.to_dict()})
   return Start(model_cfg=with_train_settings(sft.config, run), params=params, tokenizer=tokenizer,
-               base_dir=base_dir if run.mode == "lora" else None)
+               base_dir=base_dir if run.mode == "lora" else None, template=template)
 
 
 def dpo_datasets(dpo: DPOConfig, run: RunSettings, start: Start, workdir: str) -> Datasets:
   d = run.data
   if d.kind != "preference":
     raise TrainingError(f"data.kind={d.kind!r}; DPO reads preference pairs (data.kind='preference')")
-  fmt = ChatFormat(start.tokenizer)
+  fmt = chat_format(start)
   shard = dict(process_index=jax.process_index(), process_count=jax.process_count())
   try:
     train = pair_corpus(list(d.train), fmt, d.max_seq_len, run.dpo.over_long)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from telugu_jax.chat_format import ChatFormat
 from telugu_jax.evaluate.metrics import ResponseChecks, check_response, repetition_rate
 from telugu_jax.evaluate.questions import Question
 from telugu_jax.generate import Generator, SamplingConfig
@@ -35,7 +34,7 @@ def generate_answers(loaded, questions: Sequence[Question], sampling: SamplingCo
   tok = loaded.tokenizer
   if tok is None:
     raise ValueError(f"{loaded.path} has no tokenizer: evaluation needs one to render the chat prompts")
-  fmt = ChatFormat(tok)
+  fmt = loaded.chat_format()
   gen = Generator.from_loaded(loaded)
   room = loaded.config.max_seq_len - sampling.max_new_tokens
   rows: dict[int, dict] = {}

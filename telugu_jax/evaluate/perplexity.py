@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 import jax
 
-from telugu_jax.chat_format import ChatFormat
 from telugu_jax.model.io import LoadedModel
 from telugu_jax.train.core import evaluate_dataset
 from telugu_jax.train.loss import loss_sums
@@ -40,7 +39,7 @@ def perplexity(loaded: LoadedModel, paths: Sequence[str], *, kind: str = "sft", 
   tokenizer = tokenizer or loaded.tokenizer
   cfg = L.LoaderConfig(max_seq_len=max_seq_len, batch_size=batch_size, shuffle=False, num_epochs=1)
   if kind == "sft":
-    fmt = ChatFormat(tokenizer)  # one instance: the loader's encoding cache is keyed on it
+    fmt = loaded.chat_format(tokenizer)  # its template; one instance: the loader caches encodings per instance
     summary = L.sft_corpus(list(paths), fmt, cfg).summary
     ds = L.sft_dataset(list(paths), fmt, cfg, process_index=0, process_count=1)
   else:

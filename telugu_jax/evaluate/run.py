@@ -74,16 +74,32 @@ def _check_paths(config) -> None:
     raise EvaluationError("; ".join(problems) + ". Run `make demo` first, or point configs/eval.py at your runs.")
 
 
+def use_writable_template(loaded, templates) -> None:
+  """Each system is prompted with the chat template its model.json records. A base whose tokenizer cannot write
+  its recorded template (a converted base keeps the default, which a sentencepiece-defaults tokenizer loses) is
+  prompted with the first of the other systems' `templates` it can write, so base and SFT see the same prompts."""
+  from telugu_jax.chat_format import template_problem
+
+  if loaded.tokenizer is None or template_problem(loaded.tokenizer, loaded.chat_template) is None:
+    return
+  for t in templates:
+    if template_problem(loaded.tokenizer, t) is None:
+      loaded.meta = {**loaded.meta, "chat_template": t.to_dict()}
+      return
+
+
 def evaluate_systems(config) -> tuple[dict, list[dict]]:
   """Perplexities and answers of every system: (results without ratings, answer rows)."""
+  from telugu_jax.chat_format import ChatTemplate
   from telugu_jax.data.records import read_jsonl
   from telugu_jax.evaluate.answers import generate_answers
   from telugu_jax.evaluate.perplexity import perplexity
   from telugu_jax.generate import SamplingConfig
-  from telugu_jax.model.io import load_model
+  from telugu_jax.model.io import load_model, read_meta
 
   _check_paths(config)
   benchmarks = config.tasks
+  templates = [ChatTemplate.from_dict(read_meta(p).get("chat_template")) for p in config.systems.values()]
   g = config.generation
   sampling = SamplingConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_p=g.top_p,
                             repetition_penalty=g.repetition_penalty, seed=g.seed)
@@ -104,6 +120,7 @@ def evaluate_systems(config) -> tuple[dict, list[dict]]:
     t0 = time.time()
     print(f"== {name}: {path}", flush=True)
     loaded = load_model(path)
+    use_writable_template(loaded, templates)
     seq = min(config.perplexity.max_seq_len, loaded.config.max_seq_len)
     sys_res: dict = {"path": loaded.path, "kind": _system_kind(loaded), "perplexity": {}}
     for key, data_path, kind in (("heldout", config.data.heldout, "sft"), ("prose", config.data.prose, "text")):

@@ -2,10 +2,13 @@
 
     DIR/
       model.json    {"format": "telugu-jax-model", "version": 1, "model": LlamaConfig, "lora": LoraConfig|null,
-                     "base": path|null, "chat_template": {...}}
+                     "base": path|null, "chat_template": {"user", "assistant", "sep", "turn_sep"}}
       params/       Orbax checkpoint of the `params` pytree (absent in an adapter-only directory)
       lora/         Orbax checkpoint of the `lora` pytree (present when an adapter is stored)
       tokenizer/    tokenizer.model or tokenizer.json (+ tokenizer_config.json)
+
+`chat_template` is the `ChatTemplate` the model was trained with (training and convert write it; a directory
+without one was written before templates were recorded and reads as the default template).
 
 An adapter-only directory names its `base` (relative to itself, or absolute); `load_model` follows it,
 so `chat --checkpoint runs/demo/sft` works whether `sft` holds a merged model or only an adapter.
@@ -58,6 +61,19 @@ class LoadedModel:
   tokenizer: Any | None           # telugu_jax.tokenizer.Tokenizer
   path: str
   meta: dict
+
+  @property
+  def chat_template(self):
+    """The chat template this model was trained with (model.json "chat_template"; the default when absent)."""
+    from telugu_jax.chat_format import ChatTemplate
+
+    return ChatTemplate.from_dict(self.meta.get("chat_template"))
+
+  def chat_format(self, tokenizer: Any = None):
+    """`ChatFormat` of this model's tokenizer (or `tokenizer`) and its recorded template."""
+    from telugu_jax.chat_format import ChatFormat
+
+    return ChatFormat(tokenizer if tokenizer is not None else self.tokenizer, self.chat_template)
 
   def model(self, **kw):
     from telugu_jax.model.llama import Llama

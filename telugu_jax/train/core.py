@@ -25,16 +25,17 @@ import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
+from telugu_jax.chat_format import ChatTemplate
 from telugu_jax.model import Llama, LlamaConfig, LoraConfig
 from telugu_jax.model.io import is_model_dir, load_model, read_meta, resolve_model_dir, save_model
 from telugu_jax.model.lora import init_lora, split_variables
-from telugu_jax.tokenizer import check_vocab, load_tokenizer
+from telugu_jax.tokenizer import TokenizerError, check_vocab, load_tokenizer
 from telugu_jax.train import sharding as sh
 from telugu_jax.train.checkpoint import RunCheckpoints, abstract_with_shardings
 from telugu_jax.train.errors import TrainingError
 from telugu_jax.train.settings import MeshSettings, RunSettings
 from telugu_jax.train.step import TrainState, create_state
-from telugu_jax.train.tasks import Start
+from telugu_jax.train.tasks import Start, run_template
 
 
 def to_host(tree: Any) -> Any:
@@ -74,7 +75,7 @@ def with_train_settings(model_cfg: LlamaConfig, run: RunSettings) -> LlamaConfig
 
 def load_base(run: RunSettings) -> Start:
   """The base model of an SFT/pretraining run (`run.base`), or a preset when pretraining from scratch."""
-  params, model_cfg, tokenizer, base_dir = None, None, None, None
+  params, model_cfg, tokenizer, base_dir, recorded = None, None, None, None, None
   if run.base:
     base_dir = resolve_model_dir(run.base)
     if not is_model_dir(base_dir):
@@ -86,6 +87,7 @@ def load_base(run: RunSettings) -> Start:
       raise TrainingError(f"{run.base} holds an adapter; merge it first (python -m telugu_jax.export --merge)")
     base = load_model(run.base, with_tokenizer=not run.tokenizer)
     model_cfg, params, tokenizer = base.config, base.variables["params"], base.tokenizer
+    recorded = base.meta.get("chat_template")
   elif not run.tokenizer:
     raise TrainingError("training from scratch (no config.base) needs config.tokenizer")
   if run.tokenizer:
@@ -95,7 +97,12 @@ def load_base(run: RunSettings) -> Start:
   if model_cfg is None:
     model_cfg = LlamaConfig.preset(run.model.preset, vocab_size=tokenizer.vocab_size, **dict(run.model.overrides))
   check_vocab(tokenizer, model_cfg.vocab_size)
-  return Start(model_cfg=with_train_settings(model_cfg, run), params=params, tokenizer=tokenizer, base_dir=base_dir)
+  try:
+    template = run_template(run, ChatTemplate.from_dict(recorded))
+  except TokenizerError as e:
+    raise TrainingError(f"{run.base}/model.json: {e}") from None
+  return Start(model_cfg=with_train_settings(model_cfg, run), params=params, tokenizer=tokenizer, base_dir=base_dir,
+               template=template)
 
 
 def make_run_mesh(mesh: MeshSettings) -> jax.sharding.Mesh:

@@ -139,7 +139,8 @@ def train_and_evaluate(run: RunSettings, *, log_to_console: bool = True, task: T
         improved = best_val is None or val_metrics["val_loss"] < best_val - t.min_delta
         best_val, bad_evals = (val_metrics["val_loss"], 0) if improved else (best_val, bad_evals + 1)
       if t.sample_every and (step % t.sample_every == 0 or step == total_steps):
-        write_samples(workdir, step, state, model_cfg, run.lora, tokenizer, list(t.sample_prompts), logger)
+        write_samples(workdir, step, state, model_cfg, run.lora, tokenizer, list(t.sample_prompts), logger,
+                      template=start.template)
       # Orbax reads the sharded jax.Arrays directly: each host writes its own shards, nothing is gathered.
       # A new best evaluation is saved too (keep_best retains it), so the best model can be exported.
       new_best = val_metrics is not None and t.keep_best > 0 and bad_evals == 0
@@ -159,7 +160,8 @@ def train_and_evaluate(run: RunSettings, *, log_to_console: bool = True, task: T
   finally:
     ckpts.wait()
     logger.close()
-  extra = {"run_steps": int(step), "val_loss": val_losses.get(exported_step), **task.export_meta}
+  extra = {"run_steps": int(step), "val_loss": val_losses.get(exported_step), **task.export_meta,
+           "chat_template": start.template.to_dict()}
   model_dir = export_state(workdir, state, model_cfg, tokenizer, lora_config=run.lora, base_dir=start.base_dir,
                            extra=extra)
   ckpts.close()
@@ -175,7 +177,8 @@ def _eval_batch(p_eval, state, mesh, batch):
   return p_eval(state, sh.shard_batch(batch, mesh))
 
 
-def write_samples(workdir, step, state: TrainState, model_cfg, lora_cfg, tokenizer, prompts, logger) -> None:
+def write_samples(workdir, step, state: TrainState, model_cfg, lora_cfg, tokenizer, prompts, logger, *,
+                  template=None) -> None:
   """Greedy answers to fixed prompts, so a run's progress can be read, not only plotted (WORKDIR/samples.jsonl)."""
   from telugu_jax.chat_format import ChatFormat
   from telugu_jax.data.records import Turn
@@ -187,7 +190,7 @@ def write_samples(workdir, step, state: TrainState, model_cfg, lora_cfg, tokeniz
   if jax.process_index() != 0:
     return
   gen = Generator(model_cfg.replace(remat=False), variables, tokenizer=tokenizer, lora_config=lora_cfg)
-  fmt = ChatFormat(tokenizer)
+  fmt = ChatFormat(tokenizer, template) if template is not None else ChatFormat(tokenizer)
   outs = gen.generate([fmt.encode_prompt([Turn("user", p)]) for p in prompts], SamplingConfig(max_new_tokens=48),
                       stop_strings=fmt.template.stop_strings)
   with open(os.path.join(workdir, "samples.jsonl"), "a", encoding="utf-8") as f:

@@ -12,6 +12,7 @@ import dataclasses
 import json
 from typing import Any
 
+from telugu_jax.chat_format import DEFAULT_TEMPLATE, ChatTemplate
 from telugu_jax.model.lora import LoraConfig
 from telugu_jax.train.errors import TrainingError
 
@@ -113,6 +114,7 @@ class RunSettings:
   train: TrainSettings
   mesh: MeshSettings
   dpo: DPOSettings | None = None
+  chat: ChatTemplate = DEFAULT_TEMPLATE
   config_json: str = "{}"
 
   def __post_init__(self):
@@ -124,7 +126,7 @@ class RunSettings:
     """The typed settings of a ConfigDict made by `telugu_jax.config.load_config`."""
     sections = set(cfg.keys())
     known = {"workdir", "base", "tokenizer", "mode", "resume", "objective", "model", "lora", "data", "optim",
-             "train", "mesh", "dpo"}
+             "train", "mesh", "dpo", "chat"}
     if sections - known:
       raise TrainingError(f"unknown config keys {sorted(sections - known)}; a training config has {sorted(known)}")
     mode = cfg.mode
@@ -144,6 +146,7 @@ class RunSettings:
         train=TrainSettings(**_fields(TrainSettings, cfg.train, "train")),
         mesh=MeshSettings(**_fields(MeshSettings, cfg.mesh, "mesh")),
         dpo=DPOSettings(**_fields(DPOSettings, cfg.dpo, "dpo")) if "dpo" in cfg else None,
+        chat=_template(cfg.chat) if "chat" in cfg else DEFAULT_TEMPLATE,
         config_json=cfg.to_json_best_effort() if hasattr(cfg, "to_json_best_effort") else json.dumps(cfg))
 
   def replace(self, **changes) -> RunSettings:
@@ -151,6 +154,15 @@ class RunSettings:
 
   def config_dict(self) -> dict:
     return json.loads(self.config_json)
+
+
+def _template(section) -> ChatTemplate:
+  from telugu_jax.tokenizer import TokenizerError
+
+  try:
+    return ChatTemplate.from_dict(_fields(ChatTemplate, section, "chat"))
+  except TokenizerError as e:
+    raise TrainingError(str(e)) from None
 
 
 def _fields(cls, section, name: str, skip: tuple[str, ...] = ()) -> dict:

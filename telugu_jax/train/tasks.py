@@ -20,7 +20,7 @@ from typing import Any
 
 import jax
 
-from telugu_jax.chat_format import ChatFormat
+from telugu_jax.chat_format import DEFAULT_TEMPLATE, ChatFormat, ChatTemplate
 from telugu_jax.model import LlamaConfig
 from telugu_jax.model.lora import split_variables
 from telugu_jax.train.errors import TrainingError
@@ -37,6 +37,29 @@ class Start:
   params: Any
   tokenizer: Any
   base_dir: str | None
+  template: ChatTemplate = DEFAULT_TEMPLATE     # the chat template of this run, recorded in its model.json
+
+
+def run_template(run: RunSettings, recorded: ChatTemplate, *, strict: bool = False) -> ChatTemplate:
+  """The run's chat template: `config.chat` when set (not the default), else the one its start model records.
+  `strict` (DPO: the model already speaks its template): a configured template that differs is an error."""
+  if run.chat == DEFAULT_TEMPLATE or run.chat == recorded:
+    return recorded
+  if strict and recorded != DEFAULT_TEMPLATE:
+    raise TrainingError(f"config.chat {run.chat.to_dict()} differs from the template the model was trained with "
+                        f"{recorded.to_dict()}; leave config.chat at its defaults to use the model's")
+  return run.chat
+
+
+def chat_format(start: Start) -> ChatFormat:
+  """`ChatFormat` of the run's tokenizer and template: a tokenizer that cannot write the template stops the run
+  here, before anything is compiled, with what it loses and the overrides of a template it keeps."""
+  from telugu_jax.tokenizer import TokenizerError
+
+  try:
+    return ChatFormat(start.tokenizer, start.template)
+  except TokenizerError as e:
+    raise TrainingError(f"chat template {start.template.to_dict()}: {e}") from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +106,7 @@ def sft_datasets(run: RunSettings, start: Start, workdir: str) -> Datasets:
   kw = dict(process_index=jax.process_index(), process_count=jax.process_count())
   tokenizer = start.tokenizer
   if d.kind == "sft":
-    fmt = ChatFormat(tokenizer)
+    fmt = chat_format(start)
     train = L.sft_dataset(list(d.train), fmt, cfg, rejected_path=os.path.join(workdir, "rejected.jsonl"), **kw)
     per_epoch = L.count_batches(list(d.train), fmt, cfg)
     val = (lambda: L.sft_dataset(list(d.validation), fmt, eval_cfg, **kw)) if d.validation else None

@@ -11,7 +11,7 @@ import torch
 import transformers
 from safetensors.torch import load_file
 
-from telugu_jax.chat_format import ChatFormat
+from telugu_jax.chat_format import ChatFormat, ChatTemplate
 from telugu_jax.convert import ExportError, convert, export_hf, export_peft, hf_files
 from telugu_jax.convert.__main__ import main as convert_main
 from telugu_jax.data.records import Turn
@@ -174,3 +174,36 @@ def test_peft_adapter_imports_as_lora(layers, hf_dir, converted, tmp_path):
   if layers == [1]:
     assert not np.any(loaded.variables["lora"]["layers_0"]["self_attn"]["q_proj"]["lora_b"])
   chex.assert_trees_all_close(our_logits(loaded), torch_logits(pmodel), atol=1e-4, rtol=1e-4)
+
+
+def test_base_with_default_settings_tokenizer_exports_weights(default_sp_tokenizer, tmp_path, capsys):
+  """A base whose tokenizer turns "\\n" into a space (sentencepiece defaults) converts, says which template it
+  keeps, and exports back with its weights and tokenizer; only the chat template it cannot write is left out."""
+  ref = make_hf_llama(seed=3, vocab_size=VOCAB)
+  ref.save_pretrained(tmp_path / "src")
+  default_sp_tokenizer.save(tmp_path / "src")
+  assert convert_main(["--from", str(tmp_path / "src"), "--to", str(tmp_path / "ours")]) == 0
+  out = capsys.readouterr().out
+  assert "tokens per Telugu word" in out and "turn_sep '\\n' comes back as ' '" in out
+  assert "use --chat-turn-sep=' '" in out
+  assert load_model(tmp_path / "ours").meta["chat_template"] == ChatTemplate().to_dict()
+
+  assert export_main(["--checkpoint", str(tmp_path / "ours"), "--to", str(tmp_path / "hf"), "--format", "hf"]) == 0
+  out = capsys.readouterr().out
+  assert len([line for line in out.splitlines() if "no chat_template in the export" in line]) == 1
+  np.testing.assert_array_equal(torch_logits(_load_hf(tmp_path / "hf")), torch_logits(ref))
+  assert "chat_template" not in json.loads((tmp_path / "hf" / "tokenizer_config.json").read_text())
+  hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+  text = "తెలుగు భాష చాలా మధురమైన భాష."
+  assert hf_tok.encode(text, add_special_tokens=False) == default_sp_tokenizer.encode(text)
+
+  # Converted with a template it keeps, the base exports a chat template that gives our prompt ids.
+  assert convert_main(["--from", str(tmp_path / "src"), "--to", str(tmp_path / "ours2"), "--chat-turn-sep", " "]) == 0
+  assert capsys.readouterr().out.count("chat template ok") == 1
+  export_hf(tmp_path / "ours2", tmp_path / "hf2", **QUIET)
+  hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf2")
+  fmt = ChatFormat(default_sp_tokenizer, ChatTemplate(turn_sep=" "))
+  for turns in CONVERSATIONS:
+    got = hf_tok.apply_chat_template([{"role": t.role, "content": t.content} for t in turns],
+                                     add_generation_prompt=True, tokenize=True, return_dict=True)
+    assert got["input_ids"] == [int(i) for i in fmt.encode_prompt(turns)]

@@ -122,3 +122,37 @@ def test_export_setting_is_checked():
     RunSettings.from_config(load_config("lora", ["--config.train.export=newest"]))
   with pytest.raises(ConfigError, match="valid keys here: .*export"):
     load_config("lora", ["--config.train.exprot=last"])
+
+
+def test_chat_section_is_typed_and_resolved_against_the_start_model():
+  from telugu_jax.chat_format import DEFAULT_TEMPLATE, ChatTemplate
+  from telugu_jax.train.errors import TrainingError
+  from telugu_jax.train.tasks import run_template
+
+  for name in ("lora", "full", "dpo", "smoke", "demo", "pretrain"):
+    assert RunSettings.from_config(load_config(name)).chat == DEFAULT_TEMPLATE, name
+  run = RunSettings.from_config(load_config("smoke", ["--config.chat.turn_sep= ", "--config.chat.user=ప్రశ్న:"]))
+  assert run.chat == ChatTemplate(user="ప్రశ్న:", turn_sep=" ")
+  with pytest.raises(ConfigError):
+    load_config("smoke", ["--config.chat.system=x"])
+  with pytest.raises(TrainingError, match="non-empty"):
+    RunSettings.from_config(load_config("smoke", ["--config.chat.user="]))
+  other = ChatTemplate(turn_sep=" | ")
+  assert run_template(run, DEFAULT_TEMPLATE) == run.chat                      # SFT: the config's template
+  assert run_template(run.replace(chat=DEFAULT_TEMPLATE), other) == other     # default config: the base's record
+  assert run_template(run, run.chat, strict=True) == run.chat
+  with pytest.raises(TrainingError, match="differs from the template the model was trained with"):
+    run_template(run, other, strict=True)                                      # DPO on a model with another one
+
+
+def test_model_directory_without_a_template_reads_as_the_default(tmp_path):
+  from telugu_jax.chat_format import DEFAULT_TEMPLATE
+  from telugu_jax.model import LlamaConfig
+  from telugu_jax.model.io import load_model, save_model
+  from tests.convert.conftest import random_variables
+
+  cfg = LlamaConfig.tiny(vocab_size=64)
+  save_model(tmp_path / "old", cfg, params=random_variables(cfg)["params"])
+  meta = json.loads((tmp_path / "old" / "model.json").read_text())
+  assert "chat_template" not in meta
+  assert load_model(tmp_path / "old", with_tokenizer=False).chat_template == DEFAULT_TEMPLATE
