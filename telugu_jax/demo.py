@@ -1,10 +1,12 @@
 """`make demo` (or `python -m telugu_jax.demo`): the whole path on bundled data, on a CPU, in minutes.
 
 With no base checkpoint at hand, it makes one: a sentencepiece tokenizer trained on the bundled
-Telugu text, a ~5M-parameter `demo` LLaMA pretrained on it with the same trainer, then LoRA SFT on
-the bundled conversations (configs/demo.py). It prints assistant-token perplexity of base vs SFT on
-held-out conversations and a few answers, and leaves everything under runs/demo/ for the next steps
-(chat, evaluate, export).
+Telugu text, a ~5M-parameter `demo` LLaMA pretrained on it with the same trainer (configs/demo_base.py),
+then SFT on the bundled conversations (configs/demo.py: full fine-tuning at this size, see FULL_WHY).
+It then evaluates base vs SFT on held-out questions (configs/eval.py), prints the base's and the SFT
+model's answers to three of them side by side, the table of the numbers the demo is judged by (format
+compliance, Telugu script, chrF++, loops, held-out assistant perplexity), and leaves everything under
+runs/demo/ for the next steps (chat, evaluate, export).
 """
 
 from __future__ import annotations

@@ -15,18 +15,19 @@ def get_config():
   c.model.preset = "demo"
   c.data.train = ("runs/demo/data/train.jsonl",)
   c.data.validation = ("runs/demo/data/val.jsonl",)
-  c.data.max_seq_len = 512
+  c.mode = "full"
+  c.data.max_seq_len = 256
   c.data.batch_size = 8
   c.data.num_packing_bins = 8
   c.lora.rank = 16
   c.lora.alpha = 32.0
   c.lora.dropout = 0.0
-  c.optim.lr = 3e-3
+  c.optim.lr = 1e-3
   c.optim.warmup_steps = 10
-  c.train.epochs = 6.0
+  c.train.epochs = 10.0
   c.train.dtype = "float32"            # bf16 matmuls are emulated (slow) on most CPUs
   c.train.frozen_dtype = "float32"
   c.train.log_every = 10
-  c.train.eval_every = 50
-  c.train.save_every = 100
+  c.train.eval_every = 20
+  c.train.save_every = 20
   return c

@@ -21,10 +21,10 @@ def get_config():
   c.optim.lr = 3e-3
   c.optim.warmup_steps = 8
   c.optim.weight_decay = 0.01
-  c.train.max_steps = 160
+  c.train.max_steps = 120
   c.train.dtype = "float32"            # bf16 matmuls are emulated (slow) on most CPUs
   c.train.log_every = 10
-  c.train.eval_every = 160
-  c.train.save_every = 160
+  c.train.eval_every = 120
+  c.train.save_every = 120
   c.mesh.devices = 1                   # a tiny model: data parallelism over fake CPU devices only adds overhead
   return c
