@@ -20,8 +20,8 @@ def _write(tmp_path):
   with open(tmp_path / "eval" / "answers.jsonl", "w", encoding="utf-8") as f:
     f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
   overall = lambda comp: {"n": 4, "compliance": comp, "fidelity": 100.0, "chrf_pp": 5.0 + comp / 10}
-  return {"systems": {"base": {"questions": {"overall": overall(0.0)}, "perplexity": {"heldout": {"ppl": 300.0}}},
-                      "sft-full": {"questions": {"overall": overall(100.0)}, "perplexity": {"heldout": {"ppl": 150.0}}}}}
+  system = lambda comp, ppl: {"questions": {"overall": overall(comp)}, "perplexity": {"heldout": {"ppl": ppl}}}
+  return {"systems": {"base": system(0.0, 300.0), "sft-full": system(100.0, 150.0)}}
 
 
 def test_numbers_and_printout(tmp_path, capsys):
