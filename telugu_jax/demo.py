@@ -269,8 +269,11 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", default="runs/demo")
   p.add_argument("--pretrain-steps", type=int, default=0, help="override configs/demo_base.py's train.max_steps")
+  p.add_argument("--mode", choices=("full", "lora"), default="",
+                 help="override configs/demo.py's SFT mode (lora: an adapter, e.g. for --format peft export)")
   args = p.parse_args(argv)
-  run(args.workdir, base_args=[f"--config.train.max_steps={args.pretrain_steps}"] if args.pretrain_steps else None)
+  run(args.workdir, base_args=[f"--config.train.max_steps={args.pretrain_steps}"] if args.pretrain_steps else None,
+      sft_args=[f"--config.mode={args.mode}"] if args.mode else None)
 
 
 if __name__ == "__main__":
