@@ -16,15 +16,15 @@ def get_config():
   c.data.train = ("runs/demo/text/train.txt",)
   c.data.validation = ("runs/demo/text/val.txt",)
   c.data.max_seq_len = 256
-  c.data.batch_size = 16
+  c.data.batch_size = 4
   c.data.num_packing_bins = 8
   c.optim.lr = 3e-3
-  c.optim.warmup_steps = 8
+  c.optim.warmup_steps = 20
   c.optim.weight_decay = 0.01
-  c.train.max_steps = 160
+  c.train.max_steps = 480
   c.train.dtype = "float32"            # bf16 matmuls are emulated (slow) on most CPUs
   c.train.log_every = 10
-  c.train.eval_every = 160
-  c.train.save_every = 160
+  c.train.eval_every = 480
+  c.train.save_every = 480
   c.mesh.devices = 1                   # a tiny model: data parallelism over fake CPU devices only adds overhead
   return c
