@@ -12,7 +12,7 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.mode = "full"                      # "full" | "report" (only import ratings and re-render from OUTPUT)
-  c.systems = {"base": "runs/demo/base", "sft-lora": "runs/demo/sft"}   # name -> run folder or model dir
+  c.systems = {"base": "runs/demo/base", "sft": "runs/demo/sft"}   # name -> run folder or model dir
   c.baseline = "base"
   c.output = "runs/demo/eval"
 
