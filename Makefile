@@ -21,7 +21,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check telugu_jax tests scripts configs
 
 test: $(STAMP) lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

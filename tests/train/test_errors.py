@@ -121,7 +121,7 @@ def test_dpo_and_evaluate_user_errors_are_one_line(tiny, tmp_path, capsys):
   assert len(err) == 1 and "the weights cannot be read" in err[0], err
   # evaluate: a system whose tokenizer.model is cut short
   argv = ["--config", "eval", f"--config.output={tmp_path / 'eval'}", f"--config.systems.base={tiny / 'cut_tokenizer'}",
-          f"--config.systems.sft-lora={tiny / 'base'}", f"--config.data.heldout={tiny / 'train.jsonl'}",
+          f"--config.systems.sft={tiny / 'base'}", f"--config.data.heldout={tiny / 'train.jsonl'}",
           "--config.data.prose=", "--config.questions.limit=1", "--config.heldout_answers.limit=-1"]
   rc, lines = _cli(eval_main, argv, capsys)
   assert rc == 2 and len(lines) == 1 and "not a readable sentencepiece model" in lines[0], lines
