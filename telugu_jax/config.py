@@ -18,6 +18,7 @@ settings built from its result, e.g. `telugu_jax.train.settings.RunSettings.from
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib.resources
 import importlib.util
 import os
@@ -152,3 +153,16 @@ def split_config_args(argv: Sequence[str]) -> tuple[str | None, list[str], list[
       rest.append(a)
     i += 1
   return spec, overrides, rest
+
+
+def section_fields(cls, section, name: str, *, error: type[Exception] = ConfigError,
+                   skip: Sequence[str] = ()) -> dict:
+  """`section` (a ConfigDict or dict) as keyword arguments of the frozen dataclass `cls`, for the typed settings
+  each edge builds (train, data, evaluate): a key `cls` lacks raises `error` naming it and the valid ones, lists
+  become tuples, keys the config leaves out take the dataclass's default. Keys in `skip` are the caller's."""
+  values = dict(section.items()) if hasattr(section, "items") else dict(section or {})
+  names = {f.name for f in dataclasses.fields(cls)} - set(skip)
+  if unknown := sorted(set(values) - names - set(skip)):
+    raise error(f"unknown config keys {', '.join(f'{name}.{k}' for k in unknown)}; section {name!r} has "
+                f"{', '.join(sorted(names))}")
+  return {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in values.items() if k in names}

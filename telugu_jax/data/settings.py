@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING, Any
 
+from telugu_jax.config import section_fields
+
 if TYPE_CHECKING:  # imported at use: the stages import this module's TranslateConfig
   from telugu_jax.data.clean import CleanConfig
   from telugu_jax.data.dedupe import DedupeConfig
@@ -17,12 +19,7 @@ if TYPE_CHECKING:  # imported at use: the stages import this module's TranslateC
 
 
 def _from_section(cls, section: Any, name: str):
-  values = dict(section.items()) if hasattr(section, "items") else dict(section)
-  fields = {f.name for f in dataclasses.fields(cls)}
-  unknown = set(values) - fields
-  if unknown:
-    raise ValueError(f"unknown {name} settings {sorted(unknown)}; known: {sorted(fields)}")
-  return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+  return cls(**section_fields(cls, section, name, error=ValueError))
 
 
 @dataclasses.dataclass(frozen=True)

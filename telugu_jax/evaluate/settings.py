@@ -10,18 +10,15 @@ import dataclasses
 import json
 from typing import Any
 
+from telugu_jax.config import section_fields
+
 
 class EvalSettingsError(ValueError):
   pass
 
 
 def _section(cls, section: Any, name: str):
-  values = dict(section.items()) if hasattr(section, "items") else dict(section or {})
-  fields = {f.name for f in dataclasses.fields(cls)}
-  if unknown := sorted(set(values) - fields):
-    raise EvalSettingsError(f"unknown settings {', '.join(f'{name}.{k}' for k in unknown)}; {name} has "
-                            f"{', '.join(sorted(fields))}")
-  return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+  return cls(**section_fields(cls, section, name, error=EvalSettingsError))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -13,6 +13,7 @@ import json
 from typing import Any
 
 from telugu_jax.chat_format import DEFAULT_TEMPLATE, ChatTemplate
+from telugu_jax.config import section_fields
 from telugu_jax.model.lora import LoraConfig
 from telugu_jax.train.errors import TrainingError
 
@@ -166,12 +167,4 @@ def _template(section) -> ChatTemplate:
 
 
 def _fields(cls, section, name: str, skip: tuple[str, ...] = ()) -> dict:
-  """`section` (a ConfigDict or dict) as keyword arguments of the dataclass `cls`: unknown keys fail, lists
-  become tuples, keys the config leaves out take the dataclass's default."""
-  values = dict(section)
-  names = {f.name for f in dataclasses.fields(cls)} - set(skip)
-  unknown = set(values) - names - set(skip)
-  if unknown:
-    raise TrainingError(f"unknown config keys {', '.join(f'{name}.{k}' for k in sorted(unknown))}; "
-                        f"section {name!r} has {', '.join(sorted(names))}")
-  return {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in values.items() if k in names}
+  return section_fields(cls, section, name, error=TrainingError, skip=skip)
