@@ -11,11 +11,13 @@ the second half of each row (like an answer after a prompt), AdamW (lr 1e-4, wd 
 each): the JAX side then attends only within each example. The PyTorch side always runs plain causal rows
 of the same length (HF's SDPA path has no segment masking), which is less work, never more.
 tokens/s counts every input token; MFU = tokens/s x FLOPs/token (telugu_jax.train.metrics) / peak.
-GPU knobs (JAX side): `--attention cudnn` (fused flash attention), `--remat`, `--loss-chunk N`.
-CPU knobs (JAX side): `--cpu-tuned` = `--cpu-devices <cores> --attention-block 32 --xla-flags "<CPU_FLAGS>"`:
-one XLA CPU device per core with the batch split across them (data parallel; each device runs its matmuls
-on one thread instead of all devices sharing one thread pool), causal attention in 32-token query
-blocks, and XLA:CPU's YNNPACK fusion of element-wise ops (see docs/benchmarks.md for what each gave).
+The JAX side is what `python -m telugu_jax.train` runs by default: the step, optimiser and LoRA settings of
+configs/lora.py / configs/full.py (`train.core.init_state`, `make_steps`, `jit_steps`), and on a CPU the
+trainer's CPU recipe (`telugu_jax.train.cpu`: one XLA device per core with the batch split across them
+when it fits, XLA:CPU's YNNPACK element-wise fusion, causal attention in query blocks). `--cpu-recipe off`
+measures XLA out of the box instead (one device, no flags, attention in one pass). The PyTorch side takes
+the same LoRA rank, alpha, dropout and targets.
+GPU knobs (JAX side): `--attention cudnn|xla` (default: the trainer's auto), `--remat`, `--loss-chunk N`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 def add_args(p):
@@ -43,13 +44,17 @@ def add_args(p):
   p.add_argument("--device", default="cpu", choices=["cpu", "gpu"])
   p.add_argument("--dtype", default="", help="compute dtype (default float32 on cpu, bfloat16 on gpu)")
   p.add_argument("--remat", action="store_true")
+  p.add_argument("--lora-dropout", type=float, default=-1.0, help="LoRA dropout, both sides (-1: configs/lora.py's)")
   p.add_argument("--segments", type=int, default=1, help="packed examples per row (JAX side)")
-  p.add_argument("--attention", default="xla", choices=["xla", "cudnn"])
+  p.add_argument("--attention", default="auto", choices=["auto", "xla", "cudnn"])
   p.add_argument("--loss-chunk", type=int, default=0, help="tokens per output-projection/loss chunk (0: off)")
-  p.add_argument("--attention-block", type=int, default=0, help="XLA attention query block (0: one pass)")
-  p.add_argument("--cpu-devices", type=int, default=1, help="XLA CPU devices (data parallel over them)")
+  p.add_argument("--attention-block", type=int, default=-1,
+                 help="XLA attention query block (-1: the trainer's auto, 0: one pass)")
+  p.add_argument("--cpu-recipe", default="auto", choices=["auto", "off"],
+                 help="auto: the trainer's CPU settings (telugu_jax.train.cpu); off: XLA out of the box")
+  p.add_argument("--cpu-devices", type=int, default=0, help="XLA CPU devices (0: the recipe's choice)")
+  p.add_argument("--mesh", default="", help="mesh shape for the JAX worker, e.g. -1,1,1 (default: the recipe's)")
   p.add_argument("--xla-flags", default="", help="extra XLA_FLAGS for the JAX worker")
-  p.add_argument("--cpu-tuned", action="store_true", help="the CPU recipe above (JAX side)")
   p.add_argument("--profile", default="", help="write a JAX profiler trace of a few steps here")
   p.add_argument("--peak-tflops", type=float, default=0.0, help="per device, for MFU on hardware not recognised")
   p.add_argument("--worker", default="", help=argparse_hidden())
@@ -85,40 +90,49 @@ def _model_config(args):
   from telugu_jax.model import LlamaConfig
 
   dtype = args.dtype or ("bfloat16" if args.device == "gpu" else "float32")
-  return LlamaConfig.preset(args.config, dtype=dtype, remat=args.remat, max_seq_len=max(args.seq, 256),
-                            attention=args.attention, attention_block=args.attention_block)
+  return LlamaConfig.preset(args.config, dtype=dtype, max_seq_len=max(args.seq, 256))
+
+
+def _run_settings(args, mode):
+  """The trainer's settings for this benchmark: configs/lora.py or configs/full.py with the sizes asked for."""
+  from telugu_jax.config import load_config
+  from telugu_jax.train.settings import RunSettings
+
+  dtype = args.dtype or ("bfloat16" if args.device == "gpu" else "float32")
+  over = [f"--config.data.batch_size={args.batch}", f"--config.data.max_seq_len={args.seq}",
+          f"--config.train.dtype={dtype}", f"--config.train.remat={args.remat}",
+          f"--config.train.loss_chunk={args.loss_chunk}", f"--config.train.attention={args.attention}",
+          f"--config.train.attention_block={args.attention_block}", f"--config.model.preset={args.config}"]
+  if mode == "full" or args.device == "cpu":
+    over.append(f"--config.train.frozen_dtype={'float32' if dtype == 'float32' else 'bfloat16'}")
+  if args.mesh:
+    over.append(f"--config.mesh.shape=({args.mesh})")
+  if args.lora_dropout >= 0:
+    over.append(f"--config.lora.dropout={args.lora_dropout}")
+  return RunSettings.from_config(load_config(mode, over))
 
 
 def worker_jax(args, mode):
-  import functools
-
   import jax
-  import ml_collections
   import numpy as np
 
-  from telugu_jax.model import Llama, LoraConfig
-  from telugu_jax.model.lora import split_variables
+  from telugu_jax.model import Llama, LlamaConfig
+  from telugu_jax.train import init_state, jit_steps, make_optimizer, make_run_mesh, make_steps
+  from telugu_jax.train.core import with_train_settings
   from telugu_jax.train.metrics import flops_per_token, peak_flops
-  from telugu_jax.train.optim import make_optimizer
-  from telugu_jax.train.step import create_state, sft_objective, train_step
+  from telugu_jax.train.sharding import shard_batch
 
-  cfg = _model_config(args)
-  lcfg = LoraConfig(rank=16, alpha=32.0, targets=LORA_TARGETS) if mode == "lora" else None
-  model = Llama(cfg, lora=lcfg)
-  variables = jax.jit(model.init_variables)(jax.random.PRNGKey(0))
-  trainable, frozen = split_variables(variables, mode)
-  if mode == "lora" and cfg.dtype == "bfloat16":
-    frozen = jax.tree_util.tree_map(lambda x: x.astype(jax.numpy.bfloat16), frozen)
-  optim = ml_collections.ConfigDict(dict(name="adamw", lr=1e-4, warmup_steps=0, end_lr_ratio=1.0, weight_decay=0.01,
-                                         b1=0.9, b2=0.999, eps=1e-8, clip_norm=1.0, decay_embeddings=False))
-  tx, _ = make_optimizer(optim, 1000)
-  state = create_state(trainable, frozen, tx, jax.random.PRNGKey(1))
-  mesh = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
-  state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-  step = jax.jit(functools.partial(train_step, model=model, tx=tx,
-                                   objective=sft_objective(model, loss_chunk=args.loss_chunk)), donate_argnums=(0,))
-  batch = jax.device_put(_batch(cfg.vocab_size, args.batch, args.seq, segments=args.segments),
-                         jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+  run = _run_settings(args, mode)
+  cfg = with_train_settings(LlamaConfig.preset(args.config), run)
+  model = Llama(cfg, lora=run.lora)
+  mesh = make_run_mesh(run.mesh)
+  tx, schedule = make_optimizer(run.optim, 1000)
+  state, shardings = init_state(model, None, tx, mesh, mode=run.mode, frozen_dtype=run.train.frozen_dtype)
+  train_step, eval_step = make_steps(model, tx, accum=run.train.grad_accum, z_loss=run.train.z_loss,
+                                     schedule=schedule, loss_chunk=run.train.loss_chunk)
+  step, _, _ = jit_steps(train_step, eval_step, shardings, mesh)
+  rows = _batch(cfg.vocab_size, args.batch, args.seq, segments=args.segments)
+  batch = shard_batch(rows, mesh)
   t0 = time.perf_counter()
   state, m = step(state, batch)
   float(m["loss"])
@@ -142,8 +156,9 @@ def worker_jax(args, mode):
   sec = statistics.median(times)
   tokens = args.batch * args.seq
   out = {"framework": "jax", "mode": mode, "step_s": sec, "first_step_s": first_step_s, "tokens_per_s": tokens / sec,
-         "loss_tokens_per_s": float(np.sum(batch["loss_mask"])) / sec,
-         "params_M": cfg.num_params() / 1e6,
+         "loss_tokens_per_s": float(np.sum(rows["loss_mask"])) / sec,
+         "params_M": cfg.num_params() / 1e6, "devices": len(mesh.devices.flat), "mesh": list(mesh.devices.shape),
+         "attention_block": cfg.attention_block, "attention_kernel": cfg.attention,
          "trainable_M": sum(x.size for x in jax.tree_util.tree_leaves(state.trainable)) / 1e6}
   peak = peak_flops(args.peak_tflops)
   out["mfu"] = tokens / sec * flops_per_token(cfg, args.seq, mode) / peak if peak else None
@@ -163,14 +178,15 @@ def worker_torch(args, mode):
   from telugu_jax.train.metrics import flops_per_token
 
   cfg = _model_config(args)
+  lora = _run_settings(args, "lora").lora
   torch.manual_seed(0)
   torch.set_num_threads(os.cpu_count())
   device = "cuda" if args.device == "gpu" else "cpu"
   dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
   hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(**cfg.to_hf())).to(device)
   if mode == "lora":
-    hf = peft.get_peft_model(hf, peft.LoraConfig(r=16, lora_alpha=32, target_modules=list(LORA_TARGETS),
-                                                 lora_dropout=0.0))
+    hf = peft.get_peft_model(hf, peft.LoraConfig(r=lora.rank, lora_alpha=lora.alpha, target_modules=list(lora.targets),
+                                                 lora_dropout=lora.dropout, use_rslora=lora.rslora))
   params = [p for p in hf.parameters() if p.requires_grad]
   opt = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.01)
   b = _batch(cfg.vocab_size, args.batch, args.seq)
@@ -214,45 +230,67 @@ def worker_torch(args, mode):
 def _spawn(args, worker: str, mode: str) -> dict:
   argv = [sys.executable, os.path.abspath(__file__), "--worker", f"{worker}:{mode}"]
   for k in ("config", "batch", "seq", "steps", "warmup", "device", "dtype", "profile", "peak_tflops", "segments",
-            "attention", "loss_chunk", "attention_block"):
+            "attention", "loss_chunk", "attention_block", "mesh", "lora_dropout"):
     v = getattr(args, k)
     if v not in ("", None):
-      argv += [f"--{k.replace('_', '-')}", str(v)]
+      argv.append(f"--{k.replace('_', '-')}={v}")
   if args.remat:
     argv.append("--remat")
   env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # not the test suite's fake devices: only what is asked for below
   if args.device == "cpu":
     env["JAX_PLATFORMS"] = "cpu"
-    env.pop("XLA_FLAGS", None)  # not the test suite's fake devices: only what is asked for below
   flags = args.xla_flags.split()
   if worker == "jax" and args.cpu_devices > 1:
     flags.append(f"--xla_force_host_platform_device_count={args.cpu_devices}")
-  if worker == "jax" and flags:
-    env["XLA_FLAGS"] = " ".join([env.get("XLA_FLAGS", ""), *flags]).strip()
+  if worker == "jax":
+    env["XLA_FLAGS"] = " ".join(flags)
   proc = subprocess.run(argv, env=env, capture_output=True, text=True, cwd=REPO)
   if proc.returncode:
     raise RuntimeError(f"{worker} {mode} worker failed:\n{proc.stderr[-3000:]}")
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-CPU_FLAGS = "--xla_cpu_multi_thread_eigen=false --xla_cpu_experimental_ynn_fusion_type=+eltwise"
+def cpu_plan(args, mode: str):
+  """The trainer's CPU recipe for this run (telugu_jax.train.cpu.plan, with the same inputs as the trainer)."""
+  from telugu_jax.model import LlamaConfig
+  from telugu_jax.train import cpu
+
+  run = _run_settings(args, mode)
+  n = LlamaConfig.preset(args.config).num_params()
+  state = 16 * n if mode == "full" else n * (4 if run.train.frozen_dtype == "float32" else 2)
+  return cpu.plan((run.data.batch_size // run.train.grad_accum,), tuple(run.mesh.shape), run.mesh.devices,
+                  cpu.cores(), cpu.has_xla_flag(cpu.YNN_ELTWISE), state, cpu.memory_bytes())
 
 
 def run(args) -> list[dict]:
-  if args.cpu_tuned:
-    args.cpu_devices = max(args.cpu_devices, os.cpu_count() or 1)
-    args.attention_block = args.attention_block or 32
-    args.xla_flags = " ".join([args.xla_flags, CPU_FLAGS]).strip()
   if args.profile:
     args.profile = os.path.abspath(args.profile)  # the workers run in the repository root
-  if args.batch % args.cpu_devices:
-    raise SystemExit(f"--batch {args.batch} must split evenly over --cpu-devices {args.cpu_devices}")
   modes = ["lora", "full"] if args.mode == "both" else [args.mode]
   rows = []
+  base_flags, base_devices, base_mesh = args.xla_flags, args.cpu_devices, args.mesh
   for mode in modes:
+    args.xla_flags, args.cpu_devices, args.mesh = base_flags, base_devices, base_mesh
+    recipe = ""
+    if args.device == "cpu" and args.cpu_recipe == "auto":
+      plan = cpu_plan(args, mode)
+      recipe = plan.why
+      args.cpu_devices = args.cpu_devices or plan.devices
+      args.xla_flags = " ".join([*plan.flags, args.xla_flags]).strip()
+      if plan.mesh_shape and not args.mesh:
+        args.mesh = ",".join(map(str, plan.mesh_shape))
+    elif args.device == "cpu":   # XLA out of the box: one device, attention in one pass
+      recipe = "off"
+      args.cpu_devices = args.cpu_devices or 1
+      args.mesh = args.mesh or "1,-1,1"
+      if args.attention_block < 0:
+        args.attention_block = 0
+    if args.cpu_devices > 1 and args.batch % args.cpu_devices:
+      raise SystemExit(f"--batch {args.batch} must split evenly over --cpu-devices {args.cpu_devices}")
     common = {"config": args.config, "batch": args.batch, "seq": args.seq}
-    knobs = {"segments": args.segments, "attention": args.attention, "remat": args.remat, "loss_chunk": args.loss_chunk,
-             "attention_block": args.attention_block, "cpu_devices": args.cpu_devices, "xla_flags": args.xla_flags}
+    knobs = {"lora_dropout": _run_settings(args, "lora").lora.dropout if mode == "lora" else None,
+             "segments": args.segments, "remat": args.remat, "loss_chunk": args.loss_chunk, "cpu_recipe": recipe,
+             "cpu_devices": args.cpu_devices, "xla_flags": args.xla_flags}
     jx = _spawn(args, "jax", mode)
     rows.append({**common, **knobs, **jx})
     if args.compare == "torch":

@@ -26,5 +26,4 @@ def get_config():
   c.train.log_every = 10
   c.train.eval_every = 480
   c.train.save_every = 480
-  c.mesh.devices = 1                   # a tiny model: data parallelism over fake CPU devices only adds overhead
   return c

@@ -61,7 +61,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.train.remat = False
   c.train.z_loss = 0.0
   c.train.attention = "auto"           # auto: cuDNN flash attention on NVIDIA GPUs in bf16, else XLA ("xla"|"cudnn")
-  c.train.attention_block = 0          # XLA attention in query blocks of N tokens (skips the masked half; CPU)
+  c.train.attention_block = -1         # -1 auto: causal query blocks on a CPU (skip the masked half); 0 one pass; N
   c.train.loss_chunk = 0               # > 0: output projection + loss this many tokens at a time (no full logits)
   c.train.seed = 0
   c.train.log_every = 10

@@ -31,14 +31,27 @@ def main(argv: list[str]) -> int:
     raise ConfigError(f"unexpected arguments {rest}; overrides look like --config.optim.lr=1e-4")
   if spec is None:
     raise ConfigError("--config is required, e.g. --config configs/lora.py")
+  from telugu_jax.train import cpu
+  from telugu_jax.train.settings import RunSettings
+
+  config = load_config(spec, overrides)
+  run = RunSettings.from_config(config)
+  plan = cpu.apply((run.data.batch_size // run.train.grad_accum,), tuple(run.mesh.shape), run.mesh.devices,
+                   cpu.replica_bytes(run))
+  if plan is not None:   # before JAX starts its backend: later, XLA_FLAGS are not read
+    if plan.mesh_shape is not None:   # in the config too, so WORKDIR/config.json says what ran
+      config.mesh.shape = plan.mesh_shape
+      run = RunSettings.from_config(config)
+    print(f"CPU recipe: {plan.why}; XLA_FLAGS={plan.xla_flags!r}"
+          + (f", mesh.shape={plan.mesh_shape}" if plan.mesh_shape else "")
+          + " (set XLA_FLAGS yourself, even empty, to choose otherwise)")
   from telugu_jax.train.sharding import maybe_initialize_distributed
 
   maybe_initialize_distributed()   # before any other JAX call; a no-op on one host
   use_compilation_cache()
   from telugu_jax.train.loop import train_and_evaluate
-  from telugu_jax.train.settings import RunSettings
 
-  result = train_and_evaluate(RunSettings.from_config(load_config(spec, overrides)))
+  result = train_and_evaluate(run)
   print(f"model written to {result.model_dir} (step {result.exported_step}) after {result.steps} steps"
         + (f"; best val loss {result.best_val_loss:.4f}" if result.best_val_loss is not None else ""))
   return 0

@@ -30,6 +30,7 @@ from telugu_jax.model import Llama, LlamaConfig, LoraConfig
 from telugu_jax.model.io import is_model_dir, load_model, read_meta, resolve_model_dir, save_model
 from telugu_jax.model.lora import init_lora, split_variables
 from telugu_jax.tokenizer import TokenizerError, check_vocab, load_tokenizer
+from telugu_jax.train import cpu as cpu_recipe
 from telugu_jax.train import sharding as sh
 from telugu_jax.train.checkpoint import RunCheckpoints, abstract_with_shardings
 from telugu_jax.train.errors import TrainingError
@@ -65,10 +66,23 @@ def attention_kernel(choice: str, dtype: str, head_dim: int = 64, backend: str |
   return choice
 
 
+def attention_block(choice: int, seq_len: int, backend: str | None = None) -> int:
+  """`train.attention_block`: -1 ("auto") runs causal attention in query blocks on a CPU, 8 blocks per row and
+  at least 32 tokens each (skips ~44% of the score matrix: on XLA:CPU the softmax's element-wise work, not the
+  matmuls, dominates attention; docs/benchmarks.md), and in one pass elsewhere. 0: one pass; N: blocks of N."""
+  if choice >= 0:
+    return choice
+  if (backend or jax.default_backend()) != "cpu":
+    return 0
+  block = max(cpu_recipe.CPU_ATTENTION_BLOCK, -(-seq_len // 8))
+  return block if block < seq_len else 0
+
+
 def with_train_settings(model_cfg: LlamaConfig, run: RunSettings) -> LlamaConfig:
   """The model as this run executes it: compute dtype, remat, attention kernel, sequence length."""
   t = run.train
-  return model_cfg.replace(dtype=t.dtype, remat=t.remat, attention_block=t.attention_block,
+  return model_cfg.replace(dtype=t.dtype, remat=t.remat,
+                           attention_block=attention_block(t.attention_block, run.data.max_seq_len),
                            attention=attention_kernel(t.attention, t.dtype, model_cfg.head_dim),
                            max_seq_len=max(model_cfg.max_seq_len, run.data.max_seq_len))
 

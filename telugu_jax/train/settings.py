@@ -54,7 +54,7 @@ class TrainSettings:
   remat: bool = False
   z_loss: float = 0.0
   attention: str = "auto"
-  attention_block: int = 0
+  attention_block: int = -1           # -1: auto (query blocks on a CPU), 0: one pass, N: blocks of N
   loss_chunk: int = 0
   seed: int = 0
   log_every: int = 10
