@@ -258,9 +258,9 @@ def cpu_plan(args, mode: str):
 
   run = _run_settings(args, mode)
   n = LlamaConfig.preset(args.config).num_params()
-  state = 16 * n if mode == "full" else n * (4 if run.train.frozen_dtype == "float32" else 2)
   return cpu.plan((run.data.batch_size // run.train.grad_accum,), tuple(run.mesh.shape), run.mesh.devices,
-                  cpu.cores(), cpu.has_xla_flag(cpu.YNN_ELTWISE), state, cpu.memory_bytes())
+                  cpu.cores(), cpu.has_xla_flag(cpu.YNN_ELTWISE), cpu.state_bytes(n, mode, run.train.frozen_dtype),
+                  cpu.memory_bytes(), 4 * n)
 
 
 def run(args) -> list[dict]:

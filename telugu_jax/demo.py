@@ -287,29 +287,8 @@ def main(argv=None):
   p.add_argument("--mode", choices=("full", "lora"), default="",
                  help="override configs/demo.py's SFT mode (lora: an adapter, e.g. for --format peft export)")
   args = p.parse_args(argv)
-  base_args = [f"--config.train.max_steps={args.pretrain_steps}"] if args.pretrain_steps else []
-  sft_args = [f"--config.mode={args.mode}"] if args.mode else []
-  mesh = use_cpu_recipe(base_args, sft_args)
-  run(args.workdir, base_args=base_args + mesh, sft_args=sft_args + mesh)
-
-
-def use_cpu_recipe(base_args: list[str], sft_args: list[str], base_config: str = "demo_base",
-                   sft_config: str = "demo") -> list[str]:
-  """The trainer's CPU recipe (telugu_jax/train/cpu.py) for both of the demo's trainings, set before JAX starts;
-  returns the mesh override it needs (none when it is not applied)."""
-  from telugu_jax.train import cpu
-
-  runs = [_settings(base_config, base_args), _settings(sft_config, sft_args)]
-  batches = tuple(r.data.batch_size // r.train.grad_accum for r in runs)
-  meshes = {(tuple(r.mesh.shape), r.mesh.devices) for r in runs}
-  if len(meshes) != 1:
-    return []
-  (shape, devices), = meshes
-  plan = cpu.apply(batches, shape, devices, max(cpu.replica_bytes(r) for r in runs))
-  if plan is None:
-    return []
-  print(f"CPU recipe: {plan.why}; XLA_FLAGS={plan.xla_flags!r}")
-  return [f"--config.mesh.shape={plan.mesh_shape}"] if plan.mesh_shape else []
+  run(args.workdir, base_args=[f"--config.train.max_steps={args.pretrain_steps}"] if args.pretrain_steps else None,
+      sft_args=[f"--config.mode={args.mode}"] if args.mode else None)
 
 
 if __name__ == "__main__":

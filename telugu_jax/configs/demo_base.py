@@ -26,4 +26,8 @@ def get_config():
   c.train.log_every = 10
   c.train.eval_every = 480
   c.train.save_every = 480
+  # The demo's numbers (docs/demo.md) were measured on one device with attention in one pass, not with the
+  # trainer's CPU recipe: its 12-question results move with float rounding (docs/demo.md), so it keeps these.
+  c.mesh.devices = 1
+  c.train.attention_block = 0
   return c

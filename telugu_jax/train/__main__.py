@@ -37,7 +37,7 @@ def main(argv: list[str]) -> int:
   config = load_config(spec, overrides)
   run = RunSettings.from_config(config)
   plan = cpu.apply((run.data.batch_size // run.train.grad_accum,), tuple(run.mesh.shape), run.mesh.devices,
-                   cpu.replica_bytes(run))
+                   cpu.run_sizes(run))
   if plan is not None:   # before JAX starts its backend: later, XLA_FLAGS are not read
     if plan.mesh_shape is not None:   # in the config too, so WORKDIR/config.json says what ran
       config.mesh.shape = plan.mesh_shape
@@ -54,6 +54,9 @@ def main(argv: list[str]) -> int:
   result = train_and_evaluate(run)
   print(f"model written to {result.model_dir} (step {result.exported_step}) after {result.steps} steps"
         + (f"; best val loss {result.best_val_loss:.4f}" if result.best_val_loss is not None else ""))
+  t = result.timings
+  print(f"time: set-up {t['setup_s']:.1f} s, first step (with compilation) {t['first_step_s']:.1f} s, other steps "
+        f"{t['later_steps_s']:.1f} s, saving and export {t['save_export_s']:.1f} s, total {t['total_s']:.1f} s")
   return 0
 
 

@@ -65,8 +65,13 @@ DEFAULT_MESH = (1, -1, 1)
 DATA_PARALLEL = (-1, 1, 1)
 
 
+# Peak resident memory YNNPACK's fusion adds, per byte of float32 weights: the 300m LoRA step (1.34 GB of weights,
+# batch 1 x 256) peaked at 20.1 GB with it and 5.0 GB without (jaxlib 0.10.2); the 5M demo step at 1.45 vs 1.58 GB.
+YNN_BYTES_PER_WEIGHT_BYTE = 12
+
+
 def plan(batch_sizes: tuple[int, ...], mesh_shape: tuple[int, ...], mesh_devices: int, n_cores: int, ynn: bool,
-         replica_bytes: int = 0, memory: int = 0) -> CpuPlan:
+         replica_bytes: int = 0, memory: int = 0, weight_bytes: int = 0) -> CpuPlan:
   """The recipe for a run whose global (micro)batches are `batch_sizes` on `n_cores` cores.
 
   One device per core, data parallel, only when every batch splits evenly over the cores, the config leaves
@@ -77,7 +82,12 @@ def plan(batch_sizes: tuple[int, ...], mesh_shape: tuple[int, ...], mesh_devices
   Why data parallel and not the default FSDP mesh: CPU devices share one memory, so sharding the weights over
   them saves nothing that replication costs beyond the copies counted above, while the all-gathers cost time;
   and XLA:CPU's YNNPACK fusion rejects a layout the FSDP step produces ("unsupported layout in YNN fusion",
-  jaxlib 0.10.2, the demo LoRA step)."""
+  jaxlib 0.10.2, the demo LoRA step).
+
+  YNNPACK's fusion is left out when `weight_bytes` (the model's float32 weights) times
+  YNN_BYTES_PER_WEIGHT_BYTE exceeds a quarter of `memory`."""
+  if ynn and memory and weight_bytes * YNN_BYTES_PER_WEIGHT_BYTE > memory // 4:
+    ynn = False   # a big model: YNNPACK's working copies of the weights would not fit beside the run
   flags = (YNN_ELTWISE,) if ynn else ()
   if n_cores < 2:
     return CpuPlan(1, flags, "1 core: one device")
@@ -128,8 +138,9 @@ def has_xla_flag(name: str) -> bool:
 
 
 def apply(batch_sizes: tuple[int, ...], mesh_shape: tuple[int, ...], mesh_devices: int,
-          replica_bytes: int = 0) -> CpuPlan | None:
-  """Set XLA_FLAGS for a CPU training run (before JAX starts its backend); None when left alone."""
+          sizes: tuple[int, int] = (0, 0)) -> CpuPlan | None:
+  """Set XLA_FLAGS for a CPU training run (before JAX starts its backend); None when left alone.
+  `sizes`: (bytes of one copy of the training state, bytes of the float32 weights), from `run_sizes`."""
   if "XLA_FLAGS" in os.environ or os.environ.get("TELUGU_JAX_CPU_RECIPE", "1") == "0":
     return None
   env = os.environ
@@ -137,21 +148,28 @@ def apply(batch_sizes: tuple[int, ...], mesh_shape: tuple[int, ...], mesh_device
                        or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1 or env.get("JOBSET_NAME"))
   if several_processes or not cpu_only():   # (sharding.maybe_initialize_distributed reads the same variables)
     return None
-  p = plan(batch_sizes, mesh_shape, mesh_devices, cores(), has_xla_flag(YNN_ELTWISE), replica_bytes, memory_bytes())
+  p = plan(batch_sizes, mesh_shape, mesh_devices, cores(), has_xla_flag(YNN_ELTWISE), sizes[0], memory_bytes(),
+           sizes[1])
   os.environ["XLA_FLAGS"] = p.xla_flags
   return p
 
 
-def replica_bytes(run) -> int:
-  """About how many bytes one copy of `run`'s training state takes (RunSettings; 0 when it cannot tell):
-  full fine-tuning keeps weights, gradients and two AdamW moments in float32; LoRA keeps the frozen base."""
+def state_bytes(n_params: int, mode: str, frozen_dtype: str) -> int:
+  """About how many bytes one copy of a training state takes: full fine-tuning keeps weights, gradients and two
+  AdamW moments in float32; LoRA keeps the frozen base (its adapter is small)."""
+  return 16 * n_params if mode == "full" else n_params * (2 if frozen_dtype in ("bfloat16", "float16") else 4)
+
+
+def run_sizes(run) -> tuple[int, int]:
+  """(bytes of one copy of `run`'s training state, bytes of its weights in float32); zeros when it cannot tell
+  (RunSettings; a missing or odd base is reported by the trainer itself, with its fix)."""
   from telugu_jax.model import LlamaConfig
   from telugu_jax.model.io import read_meta
 
   try:
     cfg = (LlamaConfig.from_dict(read_meta(run.base)["model"]) if run.base
            else LlamaConfig.preset(run.model.preset, **dict(run.model.overrides)))
-  except Exception:  # noqa: BLE001 -- a missing or odd base is reported by the trainer itself, with its fix
-    return 0
+  except Exception:  # noqa: BLE001
+    return 0, 0
   n = cfg.num_params()
-  return 16 * n if run.mode == "full" else n * (2 if run.train.frozen_dtype in ("bfloat16", "float16") else 4)
+  return state_bytes(n, run.mode, run.train.frozen_dtype), 4 * n

@@ -47,6 +47,12 @@ def test_the_ynn_flag_only_when_this_jaxlib_knows_it():
   assert cpu.YNN_ELTWISE not in cpu.plan((8,), (1, -1, 1), 1, 2, ynn=False).flags
 
 
+def test_no_ynn_fusion_for_a_model_whose_working_copies_would_not_fit():
+  small = cpu.plan((8,), (1, -1, 1), 0, 2, ynn=True, replica_bytes=GiB, memory=24 * GiB, weight_bytes=21 * 2**20)
+  big = cpu.plan((1,), (1, -1, 1), 0, 2, ynn=True, replica_bytes=GiB, memory=24 * GiB, weight_bytes=int(1.34 * GiB))
+  assert cpu.YNN_ELTWISE in small.flags and cpu.YNN_ELTWISE not in big.flags   # 5M demo vs 300m on 24 GiB
+
+
 @pytest.mark.parametrize("env, applied", [
     ({}, True),
     ({"XLA_FLAGS": ""}, False),                      # the user's XLA_FLAGS, even empty, are kept as they are
