@@ -23,6 +23,7 @@ import importlib.metadata
 import importlib.util
 import mmap
 import os
+import pkgutil
 
 EIGEN_OFF = "--xla_cpu_multi_thread_eigen=false"
 YNN_ELTWISE = "--xla_cpu_experimental_ynn_fusion_type=+eltwise"
@@ -114,7 +115,7 @@ def cpu_only() -> bool:
   if importlib.util.find_spec("jax_plugins") is not None:
     import jax_plugins  # namespace package of the CUDA/ROCm plugins
 
-    if any(os.scandir(p) for p in jax_plugins.__path__):
+    if any(True for _ in pkgutil.iter_modules(jax_plugins.__path__)):
       return False
   return not list(importlib.metadata.entry_points(group="jax_plugins"))
 

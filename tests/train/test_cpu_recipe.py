@@ -3,6 +3,8 @@ default `python -m telugu_jax.train` on a CPU runs with it and trains the same m
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import json
 import os
 import subprocess
@@ -115,3 +117,18 @@ def test_the_default_cpu_run_uses_the_recipe_and_trains_the_same_model(tmp_path,
   assert plain_config["config"]["mesh"]["shape"] == [1, -1, 1]
   assert len(losses) == len(plain) == 4
   np.testing.assert_allclose(losses, plain, rtol=2e-5)
+
+
+def test_an_installed_accelerator_plugin_means_not_cpu_only(tmp_path, monkeypatch):
+  monkeypatch.delenv("JAX_PLATFORMS", raising=False)
+  (tmp_path / "jax_plugins").mkdir()                   # a namespace package with nothing in it
+  monkeypatch.syspath_prepend(str(tmp_path))
+  monkeypatch.delitem(sys.modules, "jax_plugins", raising=False)
+  assert cpu.cpu_only() == (importlib.util.find_spec("libtpu") is None
+                            and not list(importlib.metadata.entry_points(group="jax_plugins")))
+  (tmp_path / "jax_plugins" / "xla_cuda12").mkdir()
+  (tmp_path / "jax_plugins" / "xla_cuda12" / "__init__.py").write_text("")
+  monkeypatch.delitem(sys.modules, "jax_plugins", raising=False)
+  assert not cpu.cpu_only()
+  monkeypatch.setenv("JAX_PLATFORMS", "cpu")
+  assert cpu.cpu_only()
