@@ -66,13 +66,15 @@ def attention_kernel(choice: str, dtype: str, head_dim: int = 64, backend: str |
   return choice
 
 
-def attention_block(choice: int, seq_len: int, backend: str | None = None) -> int:
-  """`train.attention_block`: -1 ("auto") runs causal attention in query blocks on a CPU, 8 blocks per row and
-  at least 32 tokens each (skips ~44% of the score matrix: on XLA:CPU the softmax's element-wise work, not the
-  matmuls, dominates attention; docs/benchmarks.md), and in one pass elsewhere. 0: one pass; N: blocks of N."""
+def attention_block(choice: int, seq_len: int, d_model: int, backend: str | None = None) -> int:
+  """`train.attention_block`: -1 ("auto") runs causal attention in query blocks on a CPU when attention is a large
+  share of the step (rows at least d_model tokens long), 8 blocks per row and at least 32 tokens each; one pass
+  elsewhere. 0: one pass; N: blocks of N. Why: on XLA:CPU the softmax's element-wise work dominates attention,
+  and the blocks skip ~44% of it (demo preset, d_model 256 at 256 tokens: docs/benchmarks.md); at d_model 1024
+  and 256 tokens (300m) they only added compile time (first step 37 -> 56 s) for no step-time gain."""
   if choice >= 0:
     return choice
-  if (backend or jax.default_backend()) != "cpu":
+  if (backend or jax.default_backend()) != "cpu" or seq_len < d_model:
     return 0
   block = max(cpu_recipe.CPU_ATTENTION_BLOCK, -(-seq_len // 8))
   return block if block < seq_len else 0
@@ -82,7 +84,7 @@ def with_train_settings(model_cfg: LlamaConfig, run: RunSettings) -> LlamaConfig
   """The model as this run executes it: compute dtype, remat, attention kernel, sequence length."""
   t = run.train
   return model_cfg.replace(dtype=t.dtype, remat=t.remat,
-                           attention_block=attention_block(t.attention_block, run.data.max_seq_len),
+                           attention_block=attention_block(t.attention_block, run.data.max_seq_len, model_cfg.d_model),
                            attention=attention_kernel(t.attention, t.dtype, model_cfg.head_dim),
                            max_seq_len=max(model_cfg.max_seq_len, run.data.max_seq_len))
 

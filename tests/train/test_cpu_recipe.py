@@ -77,11 +77,12 @@ def test_apply_leaves_the_environment_alone_when_it_should(monkeypatch, env, app
 
 
 def test_auto_attention_blocks_on_cpu_only():
-  assert attention_block(-1, 256, "cpu") == 32       # 8 blocks of 32
-  assert attention_block(-1, 1024, "cpu") == 128     # 8 blocks, so the unrolled graph stays small
-  assert attention_block(-1, 32, "cpu") == 0         # one block is one pass
-  assert attention_block(-1, 1024, "gpu") == 0
-  assert attention_block(0, 256, "cpu") == 0 and attention_block(16, 256, "gpu") == 16
+  assert attention_block(-1, 256, 256, "cpu") == 32        # demo: 8 blocks of 32
+  assert attention_block(-1, 1024, 1024, "cpu") == 128     # 8 blocks, so the unrolled graph stays small
+  assert attention_block(-1, 256, 1024, "cpu") == 0        # 300m at 256 tokens: attention is a small share
+  assert attention_block(-1, 32, 16, "cpu") == 0           # one block is one pass
+  assert attention_block(-1, 1024, 256, "gpu") == 0
+  assert attention_block(0, 256, 256, "cpu") == 0 and attention_block(16, 256, 1024, "gpu") == 16
 
 
 def _train(tmp_path, name, env_extra):
