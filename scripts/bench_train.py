@@ -86,11 +86,14 @@ def _batch(vocab, b, t, seed=0, segments=1):
           "segment_ids": tile(seg), "positions": tile(pos)}
 
 
+def _dtype(args) -> str:
+  return args.dtype or ("bfloat16" if args.device == "gpu" else "float32")
+
+
 def _model_config(args):
   from telugu_jax.model import LlamaConfig
 
-  dtype = args.dtype or ("bfloat16" if args.device == "gpu" else "float32")
-  return LlamaConfig.preset(args.config, dtype=dtype, max_seq_len=max(args.seq, 256))
+  return LlamaConfig.preset(args.config, dtype=_dtype(args), max_seq_len=max(args.seq, 256))
 
 
 def _run_settings(args, mode):
@@ -98,7 +101,7 @@ def _run_settings(args, mode):
   from telugu_jax.config import load_config
   from telugu_jax.train.settings import RunSettings
 
-  dtype = args.dtype or ("bfloat16" if args.device == "gpu" else "float32")
+  dtype = _dtype(args)
   over = [f"--config.data.batch_size={args.batch}", f"--config.data.max_seq_len={args.seq}",
           f"--config.train.dtype={dtype}", f"--config.train.remat={args.remat}",
           f"--config.train.loss_chunk={args.loss_chunk}", f"--config.train.attention={args.attention}",
@@ -251,19 +254,9 @@ def _spawn(args, worker: str, mode: str) -> dict:
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def cpu_plan(args, mode: str):
-  """The trainer's CPU recipe for this run (telugu_jax.train.cpu.plan, with the same inputs as the trainer)."""
-  from telugu_jax.model import LlamaConfig
+def run(args) -> list[dict]:
   from telugu_jax.train import cpu
 
-  run = _run_settings(args, mode)
-  n = LlamaConfig.preset(args.config).num_params()
-  return cpu.plan((run.data.batch_size // run.train.grad_accum,), tuple(run.mesh.shape), run.mesh.devices,
-                  cpu.cores(), cpu.has_xla_flag(cpu.YNN_ELTWISE), cpu.state_bytes(n, mode, run.train.frozen_dtype),
-                  cpu.memory_bytes(), 4 * n)
-
-
-def run(args) -> list[dict]:
   if args.profile:
     args.profile = os.path.abspath(args.profile)  # the workers run in the repository root
   modes = ["lora", "full"] if args.mode == "both" else [args.mode]
@@ -273,7 +266,7 @@ def run(args) -> list[dict]:
     args.xla_flags, args.cpu_devices, args.mesh = base_flags, base_devices, base_mesh
     recipe = ""
     if args.device == "cpu" and args.cpu_recipe == "auto":
-      plan = cpu_plan(args, mode)
+      plan = cpu.plan_for(_run_settings(args, mode))   # what the trainer would choose for this run
       recipe = plan.why
       args.cpu_devices = args.cpu_devices or plan.devices
       args.xla_flags = " ".join([*plan.flags, args.xla_flags]).strip()

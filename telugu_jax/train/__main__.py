@@ -36,8 +36,7 @@ def main(argv: list[str]) -> int:
 
   config = load_config(spec, overrides)
   run = RunSettings.from_config(config)
-  plan = cpu.apply((run.data.batch_size // run.train.grad_accum,), tuple(run.mesh.shape), run.mesh.devices,
-                   cpu.run_sizes(run))
+  plan = cpu.apply(run)
   if plan is not None:   # before JAX starts its backend: later, XLA_FLAGS are not read
     if plan.mesh_shape is not None:   # in the config too, so WORKDIR/config.json says what ran
       config.mesh.shape = plan.mesh_shape

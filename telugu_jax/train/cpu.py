@@ -1,15 +1,15 @@
 """How a training run uses a CPU: the XLA settings that must be chosen before JAX starts its backend.
 
 Out of the box, XLA:CPU runs one device whose matmuls share one thread pool. Measured on the `demo` LoRA
-step (2 cores, docs/benchmarks.md), three changes together give ~1.3x that:
+step (2 cores, docs/benchmarks.md), three changes together give 1.6-1.7x that:
   - one XLA device per core, the batch split across them (data parallel), each device running its ops on
     its own thread (`--xla_cpu_multi_thread_eigen=false`) instead of all of them queueing on a shared pool;
   - XLA:CPU's YNNPACK fusion of element-wise ops (`--xla_cpu_experimental_ynn_fusion_type=+eltwise`), which
     removes most of the transposed-layout copies of the backward pass. The flag is experimental: an XLA
     build that does not know it refuses to start, so it is only passed when this jaxlib has it;
-  - causal attention in 32-token query blocks (`train.attention_block=-1`, resolved in train/core.py).
+  - causal attention in query blocks (`train.attention_block=-1`, resolved in train/core.py).
 
-`python -m telugu_jax.train` calls `apply(...)` first thing, before any JAX computation; importing the
+`python -m telugu_jax.train` calls `apply(run)` first thing, before any JAX computation; importing the
 library sets nothing. A user who sets XLA_FLAGS (even to an empty string) keeps exactly that, and
 TELUGU_JAX_CPU_RECIPE=0 turns the recipe off. Accelerators are untouched: the recipe is only applied when
 JAX_PLATFORMS names the CPU or no accelerator plugin is installed.
@@ -138,19 +138,22 @@ def has_xla_flag(name: str) -> bool:
   return False
 
 
-def apply(batch_sizes: tuple[int, ...], mesh_shape: tuple[int, ...], mesh_devices: int,
-          sizes: tuple[int, int] = (0, 0)) -> CpuPlan | None:
-  """Set XLA_FLAGS for a CPU training run (before JAX starts its backend); None when left alone.
-  `sizes`: (bytes of one copy of the training state, bytes of the float32 weights), from `run_sizes`."""
+def plan_for(run) -> CpuPlan:
+  """The recipe for a run (RunSettings) on this machine: what `apply` sets, and what the benchmark measures."""
+  state, weights = run_sizes(run)
+  return plan((run.data.batch_size // run.train.grad_accum,), tuple(run.mesh.shape), run.mesh.devices, cores(),
+              has_xla_flag(YNN_ELTWISE), state, memory_bytes(), weights)
+
+
+def apply(run) -> CpuPlan | None:
+  """Set XLA_FLAGS for a CPU training run (before JAX starts its backend); None when left alone."""
+  from telugu_jax.train.sharding import multiprocess_env
+
   if "XLA_FLAGS" in os.environ or os.environ.get("TELUGU_JAX_CPU_RECIPE", "1") == "0":
     return None
-  env = os.environ
-  several_processes = (env.get("JAX_COORDINATOR_ADDRESS") or int(env.get("SLURM_NTASKS", "1")) > 1
-                       or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1 or env.get("JOBSET_NAME"))
-  if several_processes or not cpu_only():   # (sharding.maybe_initialize_distributed reads the same variables)
+  if multiprocess_env() or not cpu_only():
     return None
-  p = plan(batch_sizes, mesh_shape, mesh_devices, cores(), has_xla_flag(YNN_ELTWISE), sizes[0], memory_bytes(),
-           sizes[1])
+  p = plan_for(run)
   os.environ["XLA_FLAGS"] = p.xla_flags
   return p
 

@@ -54,11 +54,18 @@ def maybe_initialize_distributed() -> bool:
       raise ValueError(f"{e}; set JAX_NUM_PROCESSES and JAX_PROCESS_ID beside JAX_COORDINATOR_ADDRESS on every "
                        "host (README: Training on several hosts)") from None
     return True
-  if int(env.get("SLURM_NTASKS", "1")) > 1 or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1 \
-      or env.get("JOBSET_NAME"):
+  if multiprocess_env(env):
     jax.distributed.initialize()
     return True
   return False
+
+
+def multiprocess_env(env=None) -> bool:
+  """Whether the environment describes a multi-process job: a coordinator address, or a cluster JAX detects
+  (Slurm with more than one task, Open MPI, Kubernetes JobSet). Read without starting JAX."""
+  env = os.environ if env is None else env
+  return bool(env.get("JAX_COORDINATOR_ADDRESS") or int(env.get("SLURM_NTASKS", "1")) > 1
+              or int(env.get("OMPI_COMM_WORLD_SIZE", "1")) > 1 or env.get("JOBSET_NAME"))
 
 
 def make_mesh(shape: Sequence[int] = (1, -1, 1), devices=None) -> Mesh:

@@ -13,9 +13,11 @@ import sys
 import numpy as np
 import pytest
 
+from telugu_jax.config import load_config
 from telugu_jax.data.records import Conversation, write_jsonl
 from telugu_jax.train import cpu
 from telugu_jax.train.core import attention_block
+from telugu_jax.train.settings import RunSettings
 from tests.train.test_multihost import PAIRS
 
 GiB = 2**30
@@ -71,7 +73,7 @@ def test_apply_leaves_the_environment_alone_when_it_should(monkeypatch, env, app
   for k, v in env.items():
     monkeypatch.setenv(k, v)
   before = os.environ.get("XLA_FLAGS")
-  p = cpu.apply((8,), (1, -1, 1), 0)
+  p = cpu.apply(RunSettings.from_config(load_config("lora", ["--config.data.batch_size=8"])))
   assert (p is not None) == applied
   assert os.environ.get("XLA_FLAGS") == (p.xla_flags if applied else before)
 
