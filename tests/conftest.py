@@ -93,5 +93,5 @@ def smoke_run(tmp_path_factory):
   from telugu_jax import demo
 
   workdir = tmp_path_factory.mktemp("smoke")
-  return demo.run(str(workdir), base_config="smoke_base", sft_config="smoke", vocab_size=512, report_questions=0,
+  return demo.run(str(workdir), base_config="smoke_base", sft_config="smoke", vocab_size=512, evaluate=False,
                   samples=0)

@@ -34,7 +34,7 @@ def test_default_settings_tokenizer_end_to_end(tmp_path, capsys):
   template = ChatTemplate.from_dict(report["suggested_template"])
   chat_args = [f"--config.chat.{k}={v}" for k, v in template.to_dict().items()]
 
-  summary = demo.run(workdir, base_config="smoke_base", sft_config="smoke", vocab_size=512, report_questions=0,
+  summary = demo.run(workdir, base_config="smoke_base", sft_config="smoke", vocab_size=512, evaluate=False,
                      samples=0, sentencepiece_defaults=True, sft_args=chat_args)
   sft = load_model(summary["sft"])
   assert sft.meta["chat_template"] == template.to_dict() and sft.chat_template == template

@@ -31,6 +31,34 @@ def test_no_question_in_demo_training_data():
   assert not [q.id for q in load_questions() if q.text.strip() in train]
 
 
+def _char_grams(text: str, n: int = 5) -> set[str]:
+  s = "".join(text.split())
+  return {s[i:i + n] for i in range(len(s) - n + 1)}
+
+
+def _word_grams(text: str, n: int = 6) -> set[tuple[str, ...]]:
+  w = text.split()
+  return {tuple(w[i:i + n]) for i in range(len(w) - n + 1)}
+
+
+def test_no_paraphrased_question_or_reference_in_demo_data():
+  """The demo judges SFT on these questions as held out: no training conversation may ask one of them in other
+  words (character 5-gram Jaccard of the first user turns: "which is our national animal" vs "which is India's
+  national animal" scores 0.70; the same task on other content, e.g. synonyms of another word, up to 0.50, which
+  is what SFT data should teach), and no bundled text (the pretraining prose too) may contain a run of 6 words of
+  a reference answer. Closer paraphrases were removed by reading (assets/demo/README.md)."""
+  convs = demo.bundled_conversations()
+  firsts = [(c.id, _char_grams(c.turns[0].content)) for c in convs]
+  text = _word_grams("\n".join([t.content for c in convs for t in c.turns] + demo.bundled_prose()))
+  close, shared = [], []
+  for q in load_questions():
+    g = _char_grams(q.text)
+    close += [(q.id, cid) for cid, h in firsts if len(g & h) / len(g | h) > 0.55]
+    if q.reference and _word_grams(q.reference) & text:
+      shared.append(q.id)
+  assert not close and not shared, (close, shared)
+
+
 def test_per_category_cut():
   qs = load_questions(per_category=2)
   assert Counter(q.category for q in qs) == {c: 2 for c in CATEGORIES}
