@@ -25,23 +25,29 @@ def assets():
   return importlib.resources.files("telugu_jax") / "assets" / "demo"
 
 
-def _bundled(prefix: str, suffix: str) -> list:
-  """The bundled files `prefix*suffix`, in name order (assets/demo/README.md lists them)."""
-  return sorted((f for f in assets().iterdir() if f.name.startswith(prefix) and f.name.endswith(suffix)),
-                key=lambda f: f.name)
+# The demo's data (assets/demo/README.md). EXTENDED is 2.7x more, written for the project too, but at the demo's CPU
+# budget its recipe does not yet reach the demo's targets with it (docs/demo.md, runs N1-P240): with all files a
+# 5M model trained within 10 minutes answers generally better (held-out perplexity 0.52-0.82x the base's) but stops
+# less often (34-66% compliance, 21-55 loops in 100), so `make demo` reads the original set until a recipe does.
+DEMO_FILES = {"conversations": ("conversations_a.jsonl", "conversations_b.jsonl"), "prose": ("prose.txt",)}
+EXTENDED_FILES = {"conversations": ("conversations_c.jsonl", "conversations_d.jsonl"), "prose": ("prose_2.txt",)}
 
 
-def bundled_conversations() -> list[Conversation]:
+def _files(kind: str, extended: bool) -> list:
+  return [assets() / name for name in DEMO_FILES[kind] + (EXTENDED_FILES[kind] if extended else ())]
+
+
+def bundled_conversations(extended: bool = False) -> list[Conversation]:
   out = []
-  for f in _bundled("conversations_", ".jsonl"):
+  for f in _files("conversations", extended):
     with importlib.resources.as_file(f) as path:
       out.extend(read_jsonl(path))
   return out
 
 
-def bundled_prose() -> list[str]:
+def bundled_prose(extended: bool = False) -> list[str]:
   """Paragraphs (blank-line separated) of the bundled prose."""
-  text = "\n\n".join(f.read_text(encoding="utf-8") for f in _bundled("prose", ".txt"))
+  text = "\n\n".join(f.read_text(encoding="utf-8") for f in _files("prose", extended))
   return [p.strip() for p in text.split("\n\n") if p.strip()]
 
 
@@ -64,12 +70,12 @@ def _group(texts: list[str], chars: int) -> list[str]:
   return docs
 
 
-def prepare_data(workdir: str, val_fraction: float = 0.1) -> dict[str, str]:
+def prepare_data(workdir: str, val_fraction: float = 0.1, extended: bool = False) -> dict[str, str]:
   """Write the SFT split and the pretraining text. Held-out conversations stay out of both trainings."""
-  convs = bundled_conversations()
+  convs = bundled_conversations(extended)
   train = [c for c in convs if not in_validation(c.id, val_fraction)]
   val = [c for c in convs if in_validation(c.id, val_fraction)]
-  paras = bundled_prose()
+  paras = bundled_prose(extended)
   # Pretraining documents are ~1500-character runs of paragraphs, as in a real corpus where <eos> comes
   # at the end of long documents: a base that saw <eos> after every short paragraph or answer would
   # already "stop" after one, and SFT would have nothing to teach about ending an answer.
@@ -223,12 +229,13 @@ def print_numbers(numbers: dict, sft_name: str) -> None:
 
 def run(workdir: str = "runs/demo", *, base_config: str = "demo_base", sft_config: str = "demo", vocab_size: int = 2048,
         base_args: list[str] | None = None, sft_args: list[str] | None = None, evaluate: bool = True,
-        per_category: int = 0, samples: int = 3, sentencepiece_defaults: bool = False) -> dict:
+        per_category: int = 0, samples: int = 3, sentencepiece_defaults: bool = False, extended: bool = False) -> dict:
   """The whole demo: configs `base_config` (pretraining) and `sft_config` (SFT), their paths moved under
   `workdir`, plus `base_args`/`sft_args` overrides (`--config.a.b=value`). `evaluate`: base vs SFT on the
   held-out questions, `per_category` of each category (0: all 100; one question in 12 was 8.3 points, so the
   demo's numbers are judged on all of them), else only perplexity (the test suite's smoke run); `samples`
-  answers are printed. `sentencepiece_defaults`: the tokenizer is trained with sentencepiece's default settings
+  answers are printed. `extended`: also the extended data (EXTENDED_FILES).
+  `sentencepiece_defaults`: the tokenizer is trained with sentencepiece's default settings
   (see `make_tokenizer`; its SFT then needs a template it keeps, e.g. `--config.chat.turn_sep= `)."""
   from telugu_jax.evaluate.perplexity import perplexity
   from telugu_jax.model.io import is_model_dir, load_model, resolve_model_dir
@@ -236,7 +243,7 @@ def run(workdir: str = "runs/demo", *, base_config: str = "demo_base", sft_confi
 
   t0 = time.time()
   workdir = os.path.abspath(workdir)
-  paths = prepare_data(workdir)
+  paths = prepare_data(workdir, extended=extended)
   print(f"data: {paths['train']} and {paths['val']} (SFT), {paths['text_train']} (pretraining)")
   tok = make_tokenizer(workdir, paths["text_train"], vocab_size, sentencepiece_defaults=sentencepiece_defaults)
   print(f"tokenizer: {os.path.join(workdir, 'tokenizer')} ({tok.vocab_size} pieces)")
@@ -292,27 +299,13 @@ def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--workdir", default="runs/demo")
   p.add_argument("--pretrain-steps", type=int, default=0, help="override configs/demo_base.py's train.max_steps")
+  p.add_argument("--extended", action="store_true",
+                 help="also the extended data (2.7x; the demo's recipe is not tuned for it yet, docs/demo.md)")
   p.add_argument("--mode", choices=("full", "lora"), default="",
                  help="override configs/demo.py's SFT mode (lora: an adapter, e.g. for --format peft export)")
   args = p.parse_args(argv)
-  base_args = [f"--config.train.max_steps={args.pretrain_steps}"] if args.pretrain_steps else []
-  sft_args = [f"--config.mode={args.mode}"] if args.mode else []
-  mesh = use_cpu_recipe("demo_base", base_args)
-  run(args.workdir, base_args=base_args + mesh, sft_args=sft_args + mesh)
-
-
-def use_cpu_recipe(base_config: str, base_args: list[str]) -> list[str]:
-  """The trainer's CPU recipe (telugu_jax/train/cpu.py), as `python -m telugu_jax.train` applies it, set before
-  JAX starts; the overrides that give both runs its mesh. Planned on the base run: the SFT run has the same model,
-  batch and mesh settings (configs/demo.py), and its base does not exist yet."""
-  from telugu_jax.train import cpu
-
-  plan = cpu.apply(_settings(base_config, base_args))
-  if plan is None:
-    return []
-  print(f"CPU recipe: {plan.why}; XLA_FLAGS={plan.xla_flags!r} (set XLA_FLAGS yourself, even empty, to choose "
-        "otherwise)")
-  return [f"--config.mesh.shape={plan.mesh_shape}"] if plan.mesh_shape else []
+  run(args.workdir, base_args=[f"--config.train.max_steps={args.pretrain_steps}"] if args.pretrain_steps else None,
+      sft_args=[f"--config.mode={args.mode}"] if args.mode else None, extended=args.extended)
 
 
 if __name__ == "__main__":

@@ -47,9 +47,9 @@ def test_no_paraphrased_question_or_reference_in_demo_data():
   national animal" scores 0.70; the same task on other content, e.g. synonyms of another word, up to 0.50, which
   is what SFT data should teach), and no bundled text (the pretraining prose too) may contain a run of 6 words of
   a reference answer. Closer paraphrases were removed by reading (assets/demo/README.md)."""
-  convs = demo.bundled_conversations()
+  convs = demo.bundled_conversations(extended=True)
   firsts = [(c.id, _char_grams(c.turns[0].content)) for c in convs]
-  text = _word_grams("\n".join([t.content for c in convs for t in c.turns] + demo.bundled_prose()))
+  text = _word_grams("\n".join([t.content for c in convs for t in c.turns] + demo.bundled_prose(extended=True)))
   close, shared = [], []
   for q in load_questions():
     g = _char_grams(q.text)
