@@ -37,3 +37,20 @@ def test_numbers_and_printout(tmp_path, capsys):
       "[factual", "[instruction", "[translation"]
   assert "still going at the token limit" in out and "stopped at <eos>" in out
   assert "3/4" in out and "0/4" in out and "(0.50x)" in out
+
+
+def test_extended_data_adds_to_the_demo_set_and_keeps_its_split(tmp_path):
+  """`--extended` reads the demo's files and the extended ones: ids stay unique, and a conversation held out in the
+  demo's split is held out in the extended run too (the split hashes ids, not positions)."""
+  from telugu_jax.data.records import read_jsonl
+
+  base, ext = demo.bundled_conversations(), demo.bundled_conversations(extended=True)
+  assert [c.id for c in ext[:len(base)]] == [c.id for c in base] and len(ext) > 2 * len(base)
+  assert len({c.id for c in ext}) == len(ext)
+  assert len(demo.bundled_prose(extended=True)) > len(demo.bundled_prose())
+  small = demo.prepare_data(str(tmp_path / "a"))
+  big = demo.prepare_data(str(tmp_path / "b"), extended=True)
+  val_small = {c.id for c in read_jsonl(small["val"])}
+  val_big = {c.id for c in read_jsonl(big["val"])}
+  train_big = {c.id for c in read_jsonl(big["train"])}
+  assert val_small < val_big and not val_big & train_big
