@@ -300,7 +300,8 @@ def main(argv=None):
   p.add_argument("--workdir", default="runs/demo")
   p.add_argument("--pretrain-steps", type=int, default=0, help="override configs/demo_base.py's train.max_steps")
   p.add_argument("--extended", action="store_true",
-                 help="also the extended data (2.7x; the demo's recipe is not tuned for it yet, docs/demo.md)")
+                 help="also the extended data (2.7x the conversations: with the demo's 10 SFT epochs about 2.5x the "
+                      "demo's time; no recipe reaches the demo's targets with it in 10 minutes yet, docs/demo.md)")
   p.add_argument("--mode", choices=("full", "lora"), default="",
                  help="override configs/demo.py's SFT mode (lora: an adapter, e.g. for --format peft export)")
   args = p.parse_args(argv)
