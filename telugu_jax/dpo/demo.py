@@ -66,9 +66,10 @@ def demo_pairs(conversations: list[Conversation]) -> list[PreferencePair]:
   return pairs
 
 
-def prepare_demo_pairs(out_dir: str, val_fraction: float = 0.1) -> dict[str, str]:
-  """Write out_dir/{train,val}.jsonl; the split is the demo's (by conversation id)."""
-  convs = bundled_conversations()
+def prepare_demo_pairs(out_dir: str, val_fraction: float = 0.1, extended: bool = False) -> dict[str, str]:
+  """Write out_dir/{train,val}.jsonl; the split is the demo's (by conversation id). `extended`: from the demo's
+  extended conversations too (telugu_jax.demo.EXTENDED_FILES; 2.7x the pairs, 80 held out instead of 21)."""
+  convs = bundled_conversations(extended)
   pairs = demo_pairs(convs)
   train = [p for p, c in zip(pairs, convs, strict=True) if not in_validation(c.id, val_fraction)]
   val = [p for p, c in zip(pairs, convs, strict=True) if in_validation(c.id, val_fraction)]
